@@ -1,0 +1,3 @@
+"""dondoc engine: rules -> instances -> evaluation -> notices."""
+
+__version__ = "0.1.0"

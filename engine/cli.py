@@ -1,0 +1,218 @@
+"""The `dondoc` command line: Rich tables for people, --json for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine import clock
+from engine.errors import RulePackInvalid
+from engine.instances import Instance, generate_instances
+from engine.rules_loader import RulePack, load_pack
+from engine.settings import get_settings
+
+app = typer.Typer(help="dondoc – đôn đốc báo cáo thực hiện Nghị quyết 57-NQ/TW.", no_args_is_help=True,
+                  add_completion=False)
+rules_app = typer.Typer(help="Quy tắc (rules/*.yaml).", no_args_is_help=True)
+calendar_app = typer.Typer(help="Lịch làm việc và xuất lịch .ics.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(calendar_app, name="calendar")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+WEEKDAYS_VI = ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật"]
+
+
+class State:
+    now_text: str | None = None
+
+
+STATE = State()
+
+
+@app.callback()
+def main(now: Optional[str] = typer.Option(None, "--now", help="Thời điểm mô phỏng (yyyy-mm-dd[THH:MM]); mặc định: bây giờ.", envvar="DONDOC_NOW")) -> None:
+    if now:
+        try:
+            clock.parse_moment(now)
+        except clock.BadDate as exc:
+            raise typer.BadParameter(str(exc), param_hint="--now") from None
+    STATE.now_text = now
+
+
+def _now():
+    return clock.now(STATE.now_text)
+
+
+def _date_opt(value: Optional[str], name: str) -> Optional[date]:
+    if value is None:
+        return None
+    try:
+        return clock.parse_date(value)
+    except clock.BadDate as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+def _load(rules: Optional[Path], calendar_dir: Optional[Path]) -> RulePack:
+    s = get_settings()
+    try:
+        return load_pack(rules or s.rules_path(), calendar_dir or s.calendar_path())
+    except RulePackInvalid as exc:
+        _print_rule_errors(exc)
+        raise typer.Exit(1) from None
+
+
+def _print_rule_errors(exc: RulePackInvalid) -> None:
+    err.print(f"[bold red]Quy tắc không hợp lệ: {len(exc.errors)} lỗi[/]")
+    for e in exc.errors:
+        err.print(f"  • {e}", markup=False, highlight=False)
+
+
+def fmt_day(d: date) -> str:
+    return f"{WEEKDAYS_VI[d.weekday()]}, {d:%d/%m/%Y}"
+
+
+RulesOpt = typer.Option(None, "--rules", help="Thư mục quy tắc (mặc định: rules/).")
+CalOpt = typer.Option(None, "--calendar", help="Thư mục dữ liệu lịch (mặc định: calendar/).")
+
+
+@rules_app.command("check")
+def rules_check(directory: Optional[Path] = typer.Argument(None, help="Thư mục quy tắc."),
+                calendar_dir: Optional[Path] = CalOpt,
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Kiểm tra bộ quy tắc; thoát 0 nếu hợp lệ, 1 kèm danh sách lỗi (tệp, dòng, lý do)."""
+    s = get_settings()
+    try:
+        pack = load_pack(directory or s.rules_path(), calendar_dir or s.calendar_path())
+    except RulePackInvalid as exc:
+        if as_json:
+            print(json.dumps({"valid": False, "errors": [e.as_dict() for e in exc.errors]}, ensure_ascii=False, indent=2))
+        else:
+            _print_rule_errors(exc)
+        raise typer.Exit(1) from None
+    summary = {"valid": True, "pack": pack.info.id, "files": pack.files, "units": len(pack.units),
+               "groups": len(pack.groups), "obligations": len(pack.obligations), "reminder_policies": len(pack.policies)}
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    out.print(f"[green]✓ Bộ quy tắc hợp lệ[/] ({pack.info.name}): {len(pack.files)} tệp, {len(pack.units)} đơn vị, "
+              f"{len(pack.groups)} nhóm, {len(pack.obligations)} nghĩa vụ báo cáo, {len(pack.policies)} chính sách nhắc.")
+
+
+def _instances_table(pack: RulePack, items: list[Instance], title: str) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Đơn vị", "Nơi nhận", "Căn cứ"):
+        t.add_column(col, overflow="fold")
+    for i in items:
+        ob = pack.obligations[i.obligation]
+        due = fmt_day(i.due) + ("" if i.due == i.due_unrolled else f" (dời từ {i.due_unrolled:%d/%m})")
+        unit = pack.units[i.unit].name + (f" (kế thừa {', '.join(i.inherited_from)})" if i.inherited_from else "")
+        t.add_row(due, ob.title, i.period_label, unit, pack.units[i.recipient].name, ob.basis.text())
+    return t
+
+
+@app.command("deadlines")
+def deadlines(from_: Optional[str] = typer.Option(None, "--from", help="Từ ngày (mặc định: hôm nay)."),
+              to: Optional[str] = typer.Option(None, "--to", help="Đến ngày (mặc định: 60 ngày tới)."),
+              unit: Optional[str] = typer.Option(None, "--unit", help="Chỉ một đơn vị (mã)."),
+              as_json: bool = typer.Option(False, "--json"),
+              rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
+    """Liệt kê hạn nộp báo cáo của các đơn vị trong một khoảng ngày."""
+    pack = _load(rules, calendar_dir)
+    start = _date_opt(from_, "--from") or _now().date()
+    end = _date_opt(to, "--to") or start + timedelta(days=60)
+    if end < start:
+        raise typer.BadParameter("--to phải sau --from", param_hint="--to")
+    if unit is not None and unit not in pack.units:
+        raise typer.BadParameter(f"không có đơn vị “{unit}”; xem mã đơn vị trong rules/units.yaml", param_hint="--unit")
+    items = generate_instances(pack, start, end, unit=unit, tracking_start=get_settings().tracking_start)
+    if as_json:
+        print(json.dumps([i.as_dict() for i in items], ensure_ascii=False, indent=2))
+        return
+    out.print(_instances_table(pack, items, f"Hạn nộp báo cáo từ {start:%d/%m/%Y} đến {end:%d/%m/%Y}"))
+    out.print(f"{len(items)} hạn nộp.")
+
+
+@calendar_app.command("ics")
+def calendar_ics(unit: str = typer.Option(..., "--unit", help="Mã đơn vị."),
+                 from_: Optional[str] = typer.Option(None, "--from"),
+                 to: Optional[str] = typer.Option(None, "--to"),
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tệp .ics (mặc định: <mã đơn vị>.ics)."),
+                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
+    """Xuất hạn nộp của một đơn vị thành tệp iCalendar (.ics) để nhập vào lịch."""
+    from engine.ics import build_ics
+
+    pack = _load(rules, calendar_dir)
+    if unit not in pack.units:
+        raise typer.BadParameter(f"không có đơn vị “{unit}”", param_hint="--unit")
+    now = _now()
+    start = _date_opt(from_, "--from") or now.date()
+    end = _date_opt(to, "--to") or start + timedelta(days=366)
+    items = generate_instances(pack, start, end, unit=unit, tracking_start=get_settings().tracking_start)
+    data = build_ics(pack, unit, items, now)
+    target = output or Path(f"{unit}.ics")
+    target.write_bytes(data)
+    out.print(f"Đã ghi {len(items)} hạn nộp vào {target}")
+
+
+@calendar_app.command("days-off")
+def calendar_days_off(year: int = typer.Option(..., "--year"), calendar_dir: Optional[Path] = CalOpt,
+                      as_json: bool = typer.Option(False, "--json")) -> None:
+    """Ngày nghỉ lễ, nghỉ hoán đổi và ngày làm bù của một năm."""
+    from engine.workcalendar import WorkingCalendar, load_overrides
+
+    try:
+        cal = WorkingCalendar(load_overrides(calendar_dir or get_settings().calendar_path()))
+    except RulePackInvalid as exc:
+        _print_rule_errors(exc)
+        raise typer.Exit(1) from None
+    rows = []
+    d = date(year, 1, 1)
+    while d.year == year:
+        weekend = d.weekday() >= 5
+        working = cal.is_working_day(d)
+        if (not weekend and not working) or (weekend and working):
+            rows.append({"date": d.isoformat(), "working": working,
+                         "reason": cal.holiday_name(d) or ("Làm bù" if working else "")})
+        d += timedelta(days=1)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"Ngày nghỉ và ngày làm bù năm {year}")
+    t.add_column("Ngày")
+    t.add_column("Loại")
+    t.add_column("Lý do", overflow="fold")
+    for r in rows:
+        d = date.fromisoformat(r["date"])
+        t.add_row(fmt_day(d), "Làm việc (bù)" if r["working"] else "Nghỉ", r["reason"])
+    out.print(t)
+
+
+@app.command("run")
+def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
+        days: int = typer.Option(30, "--days", help="Số ngày tới cần liệt kê.")) -> None:
+    """Công việc chính: kiểm tra quy tắc và in các hạn nộp sắp tới."""
+    pack = _load(rules, calendar_dir)
+    now = _now()
+    out.print(f"[green]✓ Bộ quy tắc hợp lệ[/]: {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị "
+              f"(thời điểm {now:%d/%m/%Y %H:%M}).")
+    start = now.date()
+    items = generate_instances(pack, start, start + timedelta(days=days), tracking_start=get_settings().tracking_start)
+    out.print(_instances_table(pack, items, f"Hạn nộp trong {days} ngày tới"))
+    out.print(f"{len(items)} hạn nộp.")
+
+
+def entry() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

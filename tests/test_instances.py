@@ -1,0 +1,64 @@
+"""Instances honour unit validity, successors, effective dates and the tracking start."""
+
+from datetime import date
+
+import pytest
+
+from engine.instances import generate_instances
+from engine.rules_loader import load_pack
+from tests.conftest import CALENDAR, MINIPACK
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack(MINIPACK, CALENDAR)
+
+
+def test_ended_unit_reports_until_it_ends_then_successor_owes(pack) -> None:
+    feb = [i for i in generate_instances(pack, date(2025, 2, 1), date(2025, 2, 28)) if i.obligation == "thang"]
+    assert {i.unit for i in feb} == {"skhcn", "stttt"}       # Sở TT&TT exists until 28/02/2025
+    mar = [i for i in generate_instances(pack, date(2025, 3, 1), date(2025, 3, 31)) if i.obligation == "thang"]
+    assert {i.unit for i in mar} == {"skhcn"}                # merged into Sở KH&CN: one report, not two
+    # A successor that already reports in its own right records no inheritance.
+    assert mar[0].inherited_from == ()
+
+
+def test_successor_inherits_duty_of_a_unit_it_replaced(pack) -> None:
+    y2025 = [i for i in generate_instances(pack, date(2025, 1, 1), date(2025, 12, 31)) if i.obligation == "nam-skhcn"]
+    by_unit = {i.unit: i for i in y2025}
+    assert "bao" not in by_unit                      # Báo Bình Định ended 30/06/2025
+    assert by_unit["baogl"].inherited_from == ("bao",)
+
+
+def test_unit_not_yet_created_owes_nothing(pack) -> None:
+    y2024 = generate_instances(pack, date(2024, 1, 1), date(2024, 12, 31), unit="baogl")
+    assert y2024 == []
+    assert [i.unit for i in generate_instances(pack, date(2024, 1, 1), date(2024, 12, 31)) if i.obligation == "nam-skhcn"].count("bao") == 1
+
+
+def test_tracking_start(pack) -> None:
+    items = generate_instances(pack, date(2025, 11, 1), date(2026, 1, 31))
+    assert all(i.tracked == (i.due >= date(2026, 1, 1)) for i in items)
+    override = generate_instances(pack, date(2025, 11, 1), date(2026, 1, 31), tracking_start=date(2025, 1, 1))
+    assert all(i.tracked for i in override)
+
+
+def test_range_is_inclusive_and_by_due_day(pack) -> None:
+    items = generate_instances(pack, date(2026, 11, 30), date(2026, 11, 30))
+    assert {(i.obligation, i.period) for i in items} == {("nam-skhcn", "2026")}
+    assert all(i.due == date(2026, 11, 30) for i in items)
+
+
+def test_effective_dates(tmp_path) -> None:
+    import shutil
+
+    target = tmp_path / "p"
+    shutil.copytree(MINIPACK, target)
+    text = (target / "obligations.yaml").read_text(encoding="utf-8")
+    text = text.replace("    due: {rule: day_of_last_month, day: 18, roll: forward}\n",
+                        "    due: {rule: day_of_last_month, day: 18, roll: forward}\n"
+                        "    effective_from: 2026-03-01\n    effective_until: 2026-06-30\n", 1)
+    (target / "obligations.yaml").write_text(text, encoding="utf-8")
+    p = load_pack(target, CALENDAR)
+    periods = sorted({i.period for i in generate_instances(p, date(2026, 1, 1), date(2026, 12, 31)) if i.obligation == "thang"})
+    assert periods == ["2026-03", "2026-04", "2026-05", "2026-06"]
