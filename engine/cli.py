@@ -196,6 +196,158 @@ def calendar_days_off(year: int = typer.Option(..., "--year"), calendar_dir: Opt
     out.print(t)
 
 
+DbOpt = typer.Option(None, "--db", help="URL cơ sở dữ liệu (mặc định: sqlite:///state.db).", envvar="DONDOC_DATABASE_URL")
+
+
+def _db_url(db: Optional[str]) -> str:
+    return db or get_settings().database_url
+
+
+def _session(db: Optional[str]):
+    from engine.db import session
+
+    try:
+        return session(_db_url(db))
+    except Exception as exc:  # connection refused, bad URL, migration failure
+        err.print(f"[red]Không mở được cơ sở dữ liệu {_db_url(db)}:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _sync(ses, pack: RulePack, now) -> dict:
+    from engine.sync import sync_instances
+
+    return sync_instances(ses, pack, now, tracking_start=get_settings().tracking_start).as_dict()
+
+
+@app.command("sync")
+def sync_cmd(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Đồng bộ danh sách kỳ báo cáo trong cơ sở dữ liệu với bộ quy tắc hiện hành."""
+    pack = _load(rules, calendar_dir)
+    with _session(db) as ses:
+        rep = _sync(ses, pack, _now())
+    if as_json:
+        print(json.dumps(rep))
+    else:
+        out.print(f"Đồng bộ xong: thêm {rep['inserted']}, dời {rep['moved']}, ngừng theo dõi {rep['retired']}, "
+                  f"chuyển cho đơn vị kế thừa {rep['reassigned']}.")
+
+
+def _input_error(exc: Exception) -> None:
+    err.print(f"[red]Lỗi:[/] {exc}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command("submit")
+def submit_cmd(unit: str = typer.Option(..., "--unit"), obligation: str = typer.Option(..., "--obligation"),
+               period: str = typer.Option(..., "--period", help="Kỳ: 2026-01, 2026-Q1, 2026-H1, 2026, once …"),
+               on: Optional[str] = typer.Option(None, "--date", help="Ngày nộp (mặc định: hôm nay)."),
+               ref: Optional[str] = typer.Option(None, "--ref", help="Số ký hiệu văn bản."),
+               note: Optional[str] = typer.Option(None, "--note"),
+               actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Ghi nhận một đơn vị đã nộp báo cáo (nộp lại = đính chính, có lưu vết)."""
+    from engine.submissions import InputError, SubmissionIn, record_submission
+
+    pack = _load(rules, calendar_dir)
+    now = _now()
+    day = _date_opt(on, "--date") or now.date()
+    with _session(db) as ses:
+        try:
+            row = record_submission(ses, pack, SubmissionIn(obligation=obligation, unit=unit, period=period,
+                                                            submitted_on=day, ref=ref, note=note), now, actor)
+        except InputError as exc:
+            _input_error(exc)
+    late = "đúng hạn" if day <= row.due else "quá hạn"
+    out.print(f"Đã ghi nhận: {pack.units[unit].name} nộp {pack.obligations[obligation].title} – {row.period_label} "
+              f"ngày {day:%d/%m/%Y} ({late}, hạn {row.due:%d/%m/%Y}).")
+
+
+@app.command("waive")
+def waive_cmd(unit: str = typer.Option(..., "--unit"), obligation: str = typer.Option(..., "--obligation"),
+              period: str = typer.Option(..., "--period"), reason: str = typer.Option("", "--reason"),
+              revoke: bool = typer.Option(False, "--revoke", help="Hủy quyết định miễn nộp."),
+              actor: str = typer.Option("cli", "--by"),
+              rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Miễn nộp một kỳ báo cáo cho một đơn vị (bắt buộc ghi lý do)."""
+    from engine.submissions import InputError, record_waiver
+
+    pack = _load(rules, calendar_dir)
+    with _session(db) as ses:
+        try:
+            record_waiver(ses, pack, obligation, unit, period, reason, _now(), actor, revoke)
+        except InputError as exc:
+            _input_error(exc)
+    out.print("Đã hủy miễn nộp." if revoke else "Đã ghi nhận miễn nộp.")
+
+
+import_app = typer.Typer(help="Nhập dữ liệu từ tệp.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("submissions")
+def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có hoặc không BOM)."),
+                           rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
+                           db: Optional[str] = DbOpt) -> None:
+    """Nhập danh sách báo cáo đã nộp từ CSV: tất cả các dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
+    from engine.submissions import ImportRejected, import_submissions
+
+    if not file.is_file():
+        raise typer.BadParameter(f"không tìm thấy tệp {file}", param_hint="FILE")
+    pack = _load(rules, calendar_dir)
+    with _session(db) as ses:
+        try:
+            n = import_submissions(ses, pack, file, _now())
+        except ImportRejected as exc:
+            err.print(f"[red]Không nhập tệp {file}: {len(exc.errors)} dòng lỗi, chưa ghi dòng nào.[/]", highlight=False)
+            for e in exc.errors:
+                err.print(f"  • {file}: {e}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    out.print(f"Đã nhập {n} báo cáo đã nộp từ {file}.")
+
+
+@app.command("status")
+def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
+               unit: Optional[str] = typer.Option(None, "--unit"),
+               all_: bool = typer.Option(False, "--all", help="Cả các kỳ chưa đến hạn."),
+               as_json: bool = typer.Option(False, "--json"),
+               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Tình trạng nộp báo cáo: đúng hạn, quá hạn, sắp đến hạn …; và tỷ lệ đúng hạn của từng đơn vị."""
+    from engine.status import STATUS_VI, on_time_rates, status_lines
+
+    pack = _load(rules, calendar_dir)
+    now = _now()
+    day = _date_opt(as_of, "--as-of") or now.date()
+    if unit is not None and unit not in pack.units:
+        raise typer.BadParameter(f"không có đơn vị “{unit}”", param_hint="--unit")
+    with _session(db) as ses:
+        _sync(ses, pack, now)
+        lines = status_lines(ses, pack, day, unit, include_future=all_)
+    rates = on_time_rates(lines)
+    if as_json:
+        print(json.dumps({"as_of": day.isoformat(), "items": [l.as_dict() for l in lines], "units": rates},
+                         ensure_ascii=False, indent=2))
+        return
+    t = Table(title=f"Tình trạng nộp báo cáo đến {day:%d/%m/%Y}")
+    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Đơn vị", "Tình trạng"):
+        t.add_column(col, overflow="fold")
+    colours = {"done_on_time": "green", "done_late": "yellow", "overdue": "red", "due_soon": "magenta",
+               "in_progress": "cyan", "waived": "dim"}
+    for l in lines:
+        extra = f" ({l.wd_late} ngày làm việc)" if l.wd_late else ""
+        t.add_row(f"{l.due:%d/%m/%Y}", pack.obligations[l.obligation].title if l.obligation in pack.obligations else l.obligation,
+                  l.period_label, pack.units[l.unit].name if l.unit in pack.units else l.unit,
+                  f"[{colours[l.status]}]{STATUS_VI[l.status]}{extra}[/]")
+    out.print(t)
+    r = Table(title="Tỷ lệ nộp đúng hạn theo đơn vị")
+    for col in ("Đơn vị", "Đến hạn", "Đúng hạn", "Quá hạn", "Chưa nộp", "Tỷ lệ đúng hạn"):
+        r.add_column(col)
+    for uid, a in sorted(rates.items(), key=lambda kv: (kv[1]["on_time_rate"] or 0)):
+        r.add_row(pack.units[uid].name if uid in pack.units else uid, str(a["due"]), str(a["on_time"]), str(a["late"]),
+                  str(a["missing"]), f"{a['on_time_rate']:.0%}" if a["on_time_rate"] is not None else "–")
+    out.print(r)
+
+
 @app.command("run")
 def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         days: int = typer.Option(30, "--days", help="Số ngày tới cần liệt kê.")) -> None:

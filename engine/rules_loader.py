@@ -55,6 +55,7 @@ class RulePack:
     calendar: WorkingCalendar
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    version: str = ""   # content hash of the pack and calendar files: changes iff the rules do
 
     def expand(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
         """Unit ids named by a unit or group id (groups may nest)."""
@@ -173,7 +174,8 @@ def load_pack(directory: Path, calendar_dir: Path | None = None) -> RulePack:
             errors.append(RuleError(src.file, src.line, "pack", f"khối “pack:” đã có ở {infos[0][1].file}:{infos[0][1].line}; chỉ được có một"))
 
     pack = RulePack(directory, info, tables["units"], tables["groups"], tables["obligations"],
-                    tables["reminder_policies"], calendar, sources, [display_path(p) for p in files])
+                    tables["reminder_policies"], calendar, sources, [display_path(p) for p in files],
+                    _version(files, calendar_dir))
     errors.extend(_cross_check(pack, infos[0][1] if infos else None))
     if errors:
         raise RulePackInvalid(errors)
@@ -320,6 +322,17 @@ def _cross_check(pack: RulePack, pack_src: Source | None) -> list[RuleError]:
                     break
                 cur = u.successor
     return _dedup(errs)
+
+
+def _version(files: list[Path], calendar_dir: Path | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    extra = sorted(calendar_dir.glob("*.yaml")) if calendar_dir and calendar_dir.is_dir() else []
+    for p in list(files) + extra:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _group_cycle(groups: dict[str, Group], gid: str, stack: list[str]) -> bool:

@@ -1,0 +1,113 @@
+"""State database tables (SQLModel). Schema changes go through Alembic (engine/migrations)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Optional
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class UnitRow(SQLModel, table=True):
+    """A copy of the rules' unit directory, so reports and audit survive rule edits."""
+    __tablename__ = "units"
+    id: str = Field(primary_key=True, max_length=80)
+    name: str
+    kind: str = Field(max_length=20)
+    contacts: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    supervisor: Optional[str] = Field(default=None, max_length=80)
+    valid_from: Optional[date] = None
+    valid_until: Optional[date] = None
+    successor: Optional[str] = Field(default=None, max_length=80)
+    updated_at: datetime
+
+
+class InstanceRow(SQLModel, table=True):
+    """One (obligation, unit, period): what is owed, by when, and what happened."""
+    __tablename__ = "instances"
+    __table_args__ = (
+        UniqueConstraint("obligation", "unit", "period", name="uq_instance"),
+        Index("ix_instances_open_due", "closed", "active", "due"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    obligation: str = Field(max_length=80)
+    unit: str = Field(max_length=80, index=True)
+    period: str = Field(max_length=40)
+    period_label: str
+    period_start: date
+    period_end: date
+    cutoff_start: Optional[date] = None
+    cutoff_end: Optional[date] = None
+    due: date
+    due_at: datetime
+    recipient: str = Field(max_length=80)
+    inherited_from: str = Field(default="")
+    active: bool = True             # False: the rules no longer ask for it (kept for history)
+    closed: bool = False            # submitted or waived: nothing more to chase
+    submitted_on: Optional[date] = None
+    submission_ref: Optional[str] = None
+    waived: bool = False
+    rules_version: str = Field(default="", max_length=64)
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubmissionRow(SQLModel, table=True):
+    """Every recorded submission, corrections included (the newest active one counts)."""
+    __tablename__ = "submissions"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    instance_id: int = Field(foreign_key="instances.id", index=True)
+    submitted_on: date
+    ref: Optional[str] = None       # số ký hiệu văn bản
+    note: Optional[str] = None
+    active: bool = True
+    recorded_at: datetime
+    recorded_by: str = "cli"
+
+
+class WaiverRow(SQLModel, table=True):
+    __tablename__ = "waivers"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    instance_id: int = Field(foreign_key="instances.id", index=True)
+    reason: str
+    active: bool = True
+    recorded_at: datetime
+    recorded_by: str = "cli"
+
+
+class NoticeRow(SQLModel, table=True):
+    """The outbox. `key` makes every notice idempotent: (obligation, unit, period, stage, recipient)."""
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_status_next", "status", "next_attempt_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400, unique=True)
+    instance_id: Optional[int] = Field(default=None, foreign_key="instances.id", index=True)
+    obligation: str = Field(max_length=80)
+    unit: str = Field(max_length=80)
+    period: str = Field(max_length=40)
+    stage: str = Field(max_length=40)
+    kind: str = Field(max_length=20)
+    recipient: str = Field(max_length=80, index=True)
+    wd_before: int = 0
+    wd_late: int = 0
+    as_of: date
+    created_at: datetime
+    status: str = Field(default="pending", max_length=12)   # pending | sent | retry | failed | dropped
+    attempts: int = 0
+    next_attempt_at: Optional[datetime] = None
+    last_error: Optional[str] = None
+    sent_at: Optional[datetime] = None
+    message_id: Optional[str] = None
+
+
+class AuditRow(SQLModel, table=True):
+    """Who changed what: submissions, corrections, waivers, sync moves."""
+    __tablename__ = "audit_log"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime
+    actor: str
+    action: str = Field(max_length=40)
+    entity: str = Field(max_length=40)
+    entity_id: str = Field(max_length=200)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
