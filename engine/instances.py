@@ -64,7 +64,7 @@ def generate_instances(pack: RulePack, start: date, end: date, unit: str | None 
         direct = set(reporters)
         for period in periods_between(ob, lo, hi):
             d = calc.due(ob, period)
-            if d is None or not (start <= d.day <= end) or not ob.in_force_on(d.day):
+            if d is None or not (start <= d.day <= end) or not pack.in_force(ob, d.day):
                 continue
             for uid in reporters:
                 owner = pack.owner_on(uid, d.day)

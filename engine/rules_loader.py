@@ -78,6 +78,26 @@ class RulePack:
                     out.append(u)
         return out
 
+    def in_force(self, obligation: Obligation, day: date) -> bool:
+        """In force on `day`: its own dates, and not yet replaced by an obligation that supersedes it."""
+        if not obligation.in_force_on(day):
+            return False
+        for other in self._superseded_by.get(obligation.id, ()):
+            if other.effective_from is None or other.effective_from <= day:
+                return False
+        return True
+
+    @property
+    def _superseded_by(self) -> dict[str, list[Obligation]]:
+        cache = self.__dict__.get("_sup_cache")
+        if cache is None:
+            cache = {}
+            for o in self.obligations.values():
+                for s in o.supersedes:
+                    cache.setdefault(s, []).append(o)
+            self.__dict__["_sup_cache"] = cache
+        return cache
+
     def policy_for(self, obligation: Obligation) -> ReminderPolicy:
         return self.policies[obligation.reminder_policy or self.info.default_reminder_policy]
 
@@ -254,9 +274,10 @@ def _cross_check(pack: RulePack, pack_src: Source | None) -> list[RuleError]:
             if src is None:
                 ok_refs = False
                 err("obligations", oid, f"hạn nộp tính theo báo cáo “{o.due.obligation}” không có", "due", "obligation")
-            elif src.recurrence.freq != o.recurrence.freq or (src.recurrence.months != o.recurrence.months and o.recurrence.months is not None and not set(o.recurrence.months) <= set(src.recurrence.months or range(1, 13))):
+            elif src.recurrence.freq != o.recurrence.freq or not set(o.recurrence.months or range(1, 13)) <= set(src.recurrence.months or range(1, 13)):
                 ok_refs = False
-                err("obligations", oid, f"báo cáo tổng hợp phải cùng kỳ với “{src.id}” ({src.recurrence.freq}), đang là {o.recurrence.freq}", "due", "obligation")
+                err("obligations", oid, f"báo cáo tổng hợp phải cùng kỳ với “{src.id}” (freq {src.recurrence.freq}, months {src.recurrence.months or 'tất cả'}), "
+                    f"đang là freq {o.recurrence.freq}, months {o.recurrence.months or 'tất cả'}", "due", "obligation")
         pol = o.reminder_policy or default_pol
         if pol not in pols:
             err("obligations", oid, f"chính sách nhắc “{pol}” chưa được khai báo trong reminder_policies", "reminder_policy" if o.reminder_policy else "id")
@@ -287,8 +308,12 @@ def _cross_check(pack: RulePack, pack_src: Source | None) -> list[RuleError]:
                 dues[oid][p.key] = (p, d)
     for oid, o in obls.items():
         for p, d in dues[oid].values():
-            if not (lo <= d.day <= hi) or not o.in_force_on(d.day):
+            if not (lo <= d.day <= hi) or not pack.in_force(o, d.day):
                 continue
+            if not units[o.recipient].valid_on(d.day):
+                err("obligations", oid, f"kỳ {p.label}: nơi nhận “{o.recipient}” không còn tồn tại vào ngày hạn {d.day:%d/%m/%Y}; "
+                    "đổi nơi nhận sang đơn vị kế thừa hoặc đặt effective_until", "recipient")
+                break
             if p.cutoff_end and cal.working_days_between(p.cutoff_end, d.day) < 1:
                 err("obligations", oid,
                     f"kỳ {p.label}: hạn nộp {d.day:%d/%m/%Y} không cách ngày chốt số liệu {p.cutoff_end:%d/%m/%Y} "

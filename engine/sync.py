@@ -7,7 +7,7 @@ instances of a unit that has ended pass to its successor.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from sqlmodel import Session, select
@@ -60,9 +60,35 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
     end = today + timedelta(days=horizon_days)
     report = SyncReport()
     sync_units(session, pack, now)
-    wanted = {i.key: i for i in generate_instances(pack, start, end, tracking_start=start) if i.tracked}
+    generated = [i for i in generate_instances(pack, start, end, tracking_start=start) if i.tracked]
     rows = {(r.obligation, r.unit, r.period): r for r in session.exec(
         select(InstanceRow).where(InstanceRow.due >= start)).all()}
+
+    # An overdue, still-open duty of a unit that has ended since passes to whoever answers for
+    # that unit today; a closed one stays where it was (history).
+    wanted: dict[tuple[str, str, str], Instance] = {}
+    for inst in generated:
+        if inst.due < today:
+            owner = pack.owner_on(inst.unit, today)
+            row = rows.get(inst.key)
+            if owner and owner != inst.unit and not (row is not None and row.closed):
+                if row is not None:
+                    target = (inst.obligation, owner, inst.period)
+                    if target in rows:
+                        row.active = False
+                        report.retired += 1
+                    else:
+                        row.inherited_from = ",".join(filter(None, [row.inherited_from, row.unit]))
+                        row.unit = owner
+                        rows[target] = row
+                        report.reassigned += 1
+                        session.add(AuditRow(at=now, actor="sync", action="reassign", entity="instance",
+                                             entity_id="|".join(inst.key), detail=json.dumps({"to": owner}, ensure_ascii=False)))
+                    del rows[inst.key]
+                    row.updated_at = now
+                    session.add(row)
+                inst = replace(inst, unit=owner, inherited_from=inst.inherited_from + (inst.unit,))
+        wanted.setdefault(inst.key, inst)
 
     for key, inst in wanted.items():
         row = rows.get(key)
@@ -74,13 +100,12 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
             report.inserted += 1
             continue
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
-        if not row.active and not row.closed:
-            row.active = True
-            changed["active"] = True
-        if changed and not row.closed and (row.due >= today or not row.active):
+        reactivate = not row.active and not row.closed
+        if (changed and not row.closed and row.due >= today) or reactivate:
             before = {k: str(getattr(row, k)) for k in changed}
             for k, v in changed.items():
                 setattr(row, k, v)
+            row.active = True
             row.rules_version, row.updated_at = pack.version, now
             session.add(row)
             session.add(AuditRow(at=now, actor="sync", action="move", entity="instance", entity_id="|".join(key),
@@ -90,31 +115,14 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
             report.unchanged += 1
 
     for key, row in rows.items():
-        if key in wanted or row.closed or not row.active:
+        if key in wanted or row.closed or not row.active or row.due < today:
             continue
-        owner = pack.owner_on(row.unit, today) if row.unit in pack.units else None
-        if row.due < today and owner and owner != row.unit and row.obligation in pack.obligations:
-            # Overdue duty of a unit that has since ended: the successor answers for it now.
-            target = (row.obligation, owner, row.period)
-            if target in rows or target in wanted:
-                row.active = False
-                report.retired += 1
-            else:
-                session.add(AuditRow(at=now, actor="sync", action="reassign", entity="instance",
-                                     entity_id="|".join(key), detail=json.dumps({"to": owner}, ensure_ascii=False)))
-                row.inherited_from = ",".join(filter(None, [row.inherited_from, row.unit]))
-                row.unit = owner
-                report.reassigned += 1
-            row.updated_at = now
-            session.add(row)
-            continue
-        if row.due >= today:
-            # The rules no longer ask for it (obligation removed, reporter dropped, dates moved out).
-            row.active = False
-            row.updated_at = now
-            session.add(row)
-            session.add(AuditRow(at=now, actor="sync", action="retire", entity="instance", entity_id="|".join(key),
-                                 detail=json.dumps({"rules_version": pack.version})))
-            report.retired += 1
+        # The rules no longer ask for it (obligation removed, reporter dropped, dates moved out).
+        row.active = False
+        row.updated_at = now
+        session.add(row)
+        session.add(AuditRow(at=now, actor="sync", action="retire", entity="instance", entity_id="|".join(key),
+                             detail=json.dumps({"rules_version": pack.version})))
+        report.retired += 1
     session.commit()
     return report

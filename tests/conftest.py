@@ -17,3 +17,16 @@ def pack_copy(tmp_path: Path) -> Path:
     target = tmp_path / "rules"
     shutil.copytree(RULES, target)
     return target
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A fresh SQLite state database file, migrated by the code under test."""
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def minipack():
+    from engine.rules_loader import load_pack
+
+    return load_pack(MINIPACK, CALENDAR)

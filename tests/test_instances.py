@@ -62,3 +62,27 @@ def test_effective_dates(tmp_path) -> None:
     p = load_pack(target, CALENDAR)
     periods = sorted({i.period for i in generate_instances(p, date(2026, 1, 1), date(2026, 12, 31)) if i.obligation == "thang"})
     assert periods == ["2026-03", "2026-04", "2026-05", "2026-06"]
+
+
+def test_superseding_obligation_ends_the_old_one(tmp_path) -> None:
+    import shutil
+
+    target = tmp_path / "p"
+    shutil.copytree(MINIPACK, target)
+    with (target / "obligations.yaml").open("a", encoding="utf-8") as f:
+        f.write("""  - id: nam-skhcn-moi
+    title: "Báo cáo năm về Sở KH&CN (theo kế hoạch mới)"
+    basis: {document: "Kế hoạch mới", section: "V"}
+    kind: dinh_ky
+    reporters: [tat-ca]
+    recipient: skhcn
+    recurrence: {freq: yearly}
+    cutoff: {day: 14, month: 11}
+    due: {rule: before_date, day: 1, month: 12, roll: forward}
+    effective_from: 2026-05-01
+    supersedes: [nam-skhcn]
+""")
+    p = load_pack(target, CALENDAR)
+    got = {(i.obligation, i.period) for i in generate_instances(p, date(2025, 1, 1), date(2027, 12, 31), unit="skhcn")
+           if i.obligation.startswith("nam-skhcn")}
+    assert got == {("nam-skhcn", "2025"), ("nam-skhcn-moi", "2026"), ("nam-skhcn-moi", "2027")}

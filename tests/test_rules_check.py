@@ -197,3 +197,21 @@ def test_broken_calendar_data(tmp_path: Path) -> None:
         load_pack(MINIPACK, cal)
     (e,) = exc.value.errors
     assert e.line == 4 and e.file.endswith("VN.yaml")
+
+
+def test_recipient_that_no_longer_exists(pack_copy: Path) -> None:
+    add_file(pack_copy, "zz.yaml", """units:
+  - id: zz-noi-nhan-cu
+    name: Nơi nhận cũ
+    kind: so
+    valid_until: 2025-06-30
+    successor: so-khcn
+""" + obligation(recipient="zz-noi-nhan-cu"))
+    e = only_error(check(pack_copy), "zz.yaml")
+    assert e.line == 13 and e.field == "obligations[0].recipient" and "không còn tồn tại" in e.message
+
+
+def test_compiled_report_must_share_the_period(pack_copy: Path) -> None:
+    add_file(pack_copy, "zz.yaml", obligation(due="{rule: working_days_after_obligation, obligation: khhd57-thang, days: 3, roll: keep}"))
+    e = only_error(check(pack_copy), "zz.yaml")
+    assert e.line == 9 and "cùng kỳ" in e.message
