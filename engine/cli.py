@@ -348,6 +348,84 @@ def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình 
     out.print(r)
 
 
+STAGE_VI = {"reminder": "Nhắc trước hạn", "due_today": "Đến hạn hôm nay", "overdue": "Quá hạn", "escalation": "Báo cáo cấp trên"}
+
+
+def _notices_table(pack: RulePack, notices, title: str, day_col: bool = False) -> Table:
+    t = Table(title=title)
+    cols = (["Ngày"] if day_col else []) + ["Gửi đến", "Loại", "Báo cáo", "Kỳ", "Đơn vị"]
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for item in notices:
+        day, n = item if day_col else (None, item)
+        name = lambda uid: pack.units[uid].name if uid in pack.units else uid  # noqa: E731
+        ob = pack.obligations[n.obligation].title if n.obligation in pack.obligations else n.obligation
+        detail = f" ({n.wd_late} ngày làm việc)" if n.wd_late else (f" (còn {n.wd_before} ngày làm việc)" if n.wd_before else "")
+        row = ([f"{day:%d/%m/%Y}"] if day_col else []) + [name(n.recipient), STAGE_VI.get(n.kind, n.kind) + detail, ob,
+                                                          n.period, name(n.unit)]
+        t.add_row(*row)
+    return t
+
+
+@app.command("evaluate")
+def evaluate_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời điểm đánh giá (mặc định: bây giờ)."),
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Chỉ xem, không ghi thông báo."),
+                 as_json: bool = typer.Option(False, "--json"),
+                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Đánh giá các kỳ báo cáo còn mở theo chính sách nhắc; ghi thông báo vào hộp thư đi."""
+    from engine.pipeline import evaluate
+
+    pack = _load(rules, calendar_dir)
+    now = _moment_opt(as_of, "--as-of") or _now()
+    with _session(db) as ses:
+        _sync(ses, pack, now)
+        rep = evaluate(ses, pack, now, dry_run=dry_run)
+    if as_json:
+        print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
+        return
+    out.print(_notices_table(pack, rep.notices, f"Thông báo {'sẽ tạo' if dry_run else 'cần gửi'} ngày {now:%d/%m/%Y}"))
+    verb = "Sẽ tạo" if dry_run else "Đã tạo"
+    out.print(f"{verb} {rep.created if not dry_run else rep.intents} thông báo mới ({rep.intents} thông báo đến hạn, "
+              f"{rep.considered} kỳ báo cáo đang mở được xét).")
+
+
+def _moment_opt(value: Optional[str], name: str):
+    if value is None:
+        return None
+    try:
+        return clock.parse_moment(value)
+    except clock.BadDate as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+@app.command("simulate")
+def simulate_cmd(from_: str = typer.Option(..., "--from"), to: str = typer.Option(..., "--to"),
+                 at: str = typer.Option("07:00", "--at", help="Giờ chạy đánh giá mỗi ngày."),
+                 as_json: bool = typer.Option(False, "--json"),
+                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Chạy thử từng ngày trên một bản sao dữ liệu: xem trước thông báo sẽ gửi khi đổi quy tắc."""
+    from engine.simulation import simulate
+
+    pack = _load(rules, calendar_dir)
+    start, end = _date_opt(from_, "--from"), _date_opt(to, "--to")
+    if end < start:
+        raise typer.BadParameter("--to phải sau --from", param_hint="--to")
+    if (end - start).days > 800:
+        raise typer.BadParameter("khoảng mô phỏng tối đa 800 ngày", param_hint="--to")
+    try:
+        hh, mm = (int(x) for x in at.split(":"))
+    except ValueError:
+        raise typer.BadParameter("giờ dạng HH:MM", param_hint="--at") from None
+    result = simulate(_db_url(db), pack, start, end, hh, mm, tracking_start=get_settings().tracking_start)
+    if as_json:
+        print(json.dumps([{"day": d.isoformat(), "key": n.key, "stage": n.stage, "kind": n.kind, "recipient": n.recipient,
+                           "obligation": n.obligation, "unit": n.unit, "period": n.period} for d, n in result],
+                         ensure_ascii=False, indent=2))
+        return
+    out.print(_notices_table(pack, result, f"Mô phỏng {start:%d/%m/%Y} – {end:%d/%m/%Y} (không gửi, không ghi vào dữ liệu thật)", day_col=True))
+    out.print(f"{len(result)} thông báo sẽ được tạo.")
+
+
 @app.command("run")
 def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         days: int = typer.Option(30, "--days", help="Số ngày tới cần liệt kê.")) -> None:
@@ -368,3 +446,18 @@ def entry() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+def _register_plugins() -> None:
+    """Commands that live beside their subsystem (notifications/cli.py) register on `app`."""
+    import importlib
+
+    for name in ("notifications.cli",):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # pragma: no cover - only while a subsystem is absent
+            if exc.name != name:
+                raise
+
+
+_register_plugins()

@@ -1,0 +1,93 @@
+"""CSV import: every row validated before any is written; bad rows named by their line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.clock import TZ
+from engine.db import session
+from engine.state import AuditRow, SubmissionRow
+from engine.sync import sync_instances
+from tests.conftest import CALENDAR, MINIPACK
+
+runner = CliRunner()
+NOW = "2026-03-20T09:00"
+
+
+def _run(db_url: str, *args: str):
+    return runner.invoke(app, ["--now", NOW, *args, "--rules", str(MINIPACK), "--calendar", str(CALENDAR), "--db", db_url])
+
+
+def _prepare(db_url: str, minipack) -> None:
+    with session(db_url) as s:
+        sync_instances(s, minipack, datetime.fromisoformat(NOW).replace(tzinfo=TZ))
+
+
+def _count(db_url: str) -> int:
+    with session(db_url) as s:
+        return len(s.exec(select(SubmissionRow)).all())
+
+
+def test_one_bad_row_writes_nothing_and_names_the_row(tmp_path: Path, db_url: str, minipack) -> None:
+    _prepare(db_url, minipack)
+    f = tmp_path / "nop.csv"
+    f.write_text(
+        "obligation,unit,period,date,ref,note\n"
+        "thang,skhcn,2026-01,19/01/2026,01/BC-SKHCN,\n"
+        "thang,skhcn,2026-02,2026-02-23,02/BC-SKHCN,đúng hạn sau Tết\n"
+        "thang,so-khong-co,2026-02,2026-02-23,,\n"
+        "thang-tong-hop,vp,2026-02,31/02/2026,,\n"
+        "thang,skhcn,2026-01,20/01/2026,,\n",
+        encoding="utf-8")
+    result = _run(db_url, "import", "submissions", str(f))
+    assert result.exit_code == 1
+    out = result.output
+    assert "dòng 4" in out and "so-khong-co" in out
+    assert "dòng 5" in out and "31/02/2026" in out
+    assert "dòng 6" in out and "trùng với dòng 2" in out
+    assert "dòng 2:" not in out and "dòng 3:" not in out
+    assert _count(db_url) == 0
+    with session(db_url) as s:
+        assert s.exec(select(AuditRow).where(AuditRow.action == "submit")).all() == []
+
+
+def test_excel_csv_with_bom_and_semicolons_imports(tmp_path: Path, db_url: str, minipack) -> None:
+    _prepare(db_url, minipack)
+    f = tmp_path / "nop.csv"
+    text = "nghia_vu;don_vi;ky;ngay_nop;so_ky_hieu;ghi_chu\r\nthang;skhcn;2026-01;19/01/2026;01/BC-SKHCN;Báo cáo tháng 1\r\n" \
+           "thang;skhcn;2026-02;24/02/2026;02/BC-SKHCN;\r\n"
+    f.write_bytes("\ufeff".encode("utf-8") + text.encode("utf-8"))
+    result = _run(db_url, "import", "submissions", str(f))
+    assert result.exit_code == 0, result.output
+    assert _count(db_url) == 2
+    status = _run(db_url, "status", "--json", "--unit", "skhcn")
+    import json
+
+    items = {i["period"]: i for i in json.loads(status.stdout)["items"] if i["obligation"] == "thang"}
+    assert items["2026-01"]["status"] == "done_on_time"
+    assert items["2026-02"]["status"] == "done_late" and items["2026-02"]["status_vi"] == "Hoàn thành quá hạn"
+
+
+def test_missing_columns_and_non_utf8(tmp_path: Path, db_url: str, minipack) -> None:
+    _prepare(db_url, minipack)
+    f = tmp_path / "a.csv"
+    f.write_text("unit,period\nskhcn,2026-01\n", encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 1 and "thiếu cột obligation" in r.output
+    g = tmp_path / "b.csv"
+    g.write_bytes("obligation,unit,period,date\nthang,skhcn,2026-01,19/01/2026,Sở Khoa học\n".encode("cp1258", errors="replace").replace(b"2026-01", b"2026-01\xff"))
+    r = _run(db_url, "import", "submissions", str(g))
+    assert r.exit_code == 1 and "UTF-8" in r.output
+    assert _count(db_url) == 0
+
+
+def test_bad_command_arguments_are_explained(db_url: str) -> None:
+    r = _run(db_url, "submit", "--unit", "skhcn", "--obligation", "thang", "--period", "2026-01", "--date", "32/01/2026")
+    assert r.exit_code != 0 and "32/01/2026" in r.output and "--date" in r.output
+    r = runner.invoke(app, ["--now", "hôm qua", "deadlines"])
+    assert r.exit_code != 0 and "--now" in r.output
