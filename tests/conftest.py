@@ -19,9 +19,34 @@ def pack_copy(tmp_path: Path) -> Path:
     return target
 
 
+_PG = {}
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session; each test gets its own database in it."""
+    from tests.pgserver import PgServer
+
+    try:
+        server = PgServer().start()
+    except Exception as exc:  # binaries missing (a machine without Debian's postgresql)
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """A fresh, empty state database (SQLite file or PostgreSQL database), migrated by the code under test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    server = request.getfixturevalue("pg_server")
+    _PG["n"] = _PG.get("n", 0) + 1
+    return server.create_db(f"t{_PG['n']}_{abs(hash(request.node.nodeid)) % 10**8}")
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """A fresh SQLite state database file, migrated by the code under test."""
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
 
 
