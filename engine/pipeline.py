@@ -111,8 +111,10 @@ def write_notices(session: Session, intents: list[NoticeIntent], index: dict[tup
     table = NoticeRow.__table__
     for start in range(0, len(values), 2000):
         chunk = values[start:start + 2000]
-        result = session.execute(ins(table).values(chunk).on_conflict_do_nothing(index_elements=["key"]))
-        created += max(result.rowcount or 0, 0)
+        # RETURNING counts what was really inserted (rowcount is unreliable for multi-row inserts).
+        result = session.execute(ins(table).values(chunk).on_conflict_do_nothing(index_elements=["key"])
+                                 .returning(table.c.key))
+        created += len(result.all())
     return created
 
 
