@@ -98,6 +98,16 @@ def rules_check(directory: Optional[Path] = typer.Argument(None, help="Thư mụ
         else:
             _print_rule_errors(exc)
         raise typer.Exit(1) from None
+    from engine.kpi import kpi_check_errors
+
+    kerrs = kpi_check_errors(pack)
+    if kerrs:
+        exc = RulePackInvalid(kerrs)
+        if as_json:
+            print(json.dumps({"valid": False, "errors": [e.as_dict() for e in exc.errors]}, ensure_ascii=False, indent=2))
+        else:
+            _print_rule_errors(exc)
+        raise typer.Exit(1)
     summary = {"valid": True, "pack": pack.info.id, "files": pack.files, "units": len(pack.units),
                "groups": len(pack.groups), "obligations": len(pack.obligations), "reminder_policies": len(pack.policies)}
     if as_json:
@@ -452,7 +462,7 @@ def _register_plugins() -> None:
     """Commands that live beside their subsystem (notifications/cli.py) register on `app`."""
     import importlib
 
-    for name in ("notifications.cli",):
+    for name in ("notifications.cli", "engine.kpi.cli"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:  # pragma: no cover - only while a subsystem is absent

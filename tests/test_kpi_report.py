@@ -1,0 +1,154 @@
+"""What leaves the KPI module: pipeline items, the secretariat summary, `kpi report` (JSON and
+XLSX) and the PNG charts."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import engine.kpi.cli  # noqa: F401  (registers `dondoc kpi`)
+from engine.cli import app
+from engine.clock import TZ
+from engine.db import session
+from engine.kpi import kpi_items, secretariat_summary
+from engine.kpi.loader import load_kpi_for_pack
+from engine.kpi.values import KpiValueIn, record_value
+from engine.rules_loader import load_pack
+from tests.conftest import CALENDAR, ROOT, RULES
+
+runner = CliRunner()
+AS_OF = date(2026, 12, 20)
+VALUES = [("phu-song-5g", 55, "2025-12-14"), ("phu-song-5g", 62, "2026-11-14"),
+          ("nhiem-vu-nghiem-thu", 18, "2025-12-14"), ("nhiem-vu-nghiem-thu", 22, "2026-11-14"),
+          ("chi-so-cds", 0.71, "2025-12-31"), ("chi-so-cds", 0.73, "2026-11-14")]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'state.db'}"
+    pack = load_pack(RULES, CALENDAR)
+    kpi = load_kpi_for_pack(pack)
+    now = datetime(2026, 12, 20, 9, 0, tzinfo=TZ)
+    with session(url) as s:
+        for ind, v, d in VALUES:
+            record_value(s, kpi, KpiValueIn(indicator=ind, value=v, as_of=date.fromisoformat(d)), now)
+    return url, pack, kpi
+
+
+def test_kpi_items_for_the_digest(seeded) -> None:
+    url, pack, kpi = seeded
+    with session(url) as s:
+        items = kpi_items(s, pack, AS_OF)
+    by = {(i.indicator, i.status): i for i in items}
+    # 5G: 55 % at the 2025 milestone (≥ 60 %) → missed; path 60 → 100 (2025 → 2030) at 14/11/2026:
+    # 60 + 40 × 318/1826 = 66,97, tolerance 4 → 62 is behind
+    missed = by[("phu-song-5g", "missed")]
+    assert (missed.target, missed.unit, missed.status_vi) == ("phu-song-5g-2025", "so-khcn", "Không đạt")
+    behind = by[("phu-song-5g", "behind")]
+    assert behind.target == "phu-song-5g-2030" and behind.latest_value == 62
+    assert behind.expected == pytest.approx(60 + 40 * 318 / 1826)
+    assert behind.latest_value_text == "62 %" and behind.requirement == "≥ 100 %" and behind.status_vi == "Chậm tiến độ"
+    # flows: 2025 missed (18 < 20); 2026 met (22 ≥ 20) → the 2030 target is on track, not an item
+    assert by[("nhiem-vu-nghiem-thu", "missed")].period == "2025"
+    assert ("nhiem-vu-nghiem-thu", "behind") not in by
+    # 6G has three targets and no 2026 value: ONE item, for the nearest milestone
+    six = [i for i in items if i.indicator == "phu-song-6g"]
+    assert [(i.target, i.status, i.period) for i in six] == [("phu-song-6g-2035", "no_data", "2026")]
+    # on track / met are not items
+    assert not any(i.indicator == "chi-so-cds" for i in items)
+    # the programme's duties moved to the successor unit
+    assert by[("ctr2021-tfp", "no_data")].unit == "du-ubnd-tinh"
+    assert by[("vneid", "no_data")].unit == "du-cong-an-tinh"
+    assert all(i.status in ("behind", "missed", "no_data") for i in items)
+    assert len({i.key for i in items}) == len(items)
+    d = missed.as_dict()
+    assert d["milestone"] == "2025-12-31" and d["status"] == "missed" and "Không đạt" in d["detail"]
+
+
+def test_secretariat_summary_lists_every_slipping_target(seeded) -> None:
+    url, pack, kpi = seeded
+    with session(url) as s:
+        summary = secretariat_summary(s, pack, AS_OF)
+    assert summary.total == len(kpi.targets) == 221
+    assert sum(summary.by_status.values()) == 221
+    assert summary.by_status["met"] == 1          # chi-so-cds 2025 (0,71 ≥ 0,70)
+    assert len(summary.slipping) == sum(summary.by_status[k] for k in ("behind", "missed", "no_data"))
+    assert sum(1 for i in summary.slipping if i.indicator == "phu-song-6g") == 3    # not deduplicated
+    assert summary.slipping[0].status == "missed"                                  # worst first
+    text = summary.text()
+    assert text.startswith("Chỉ tiêu đến ngày 20/12/2026: 221 mục tiêu") and "Tỷ lệ phủ sóng 5G" in text
+
+
+def test_report_json_and_xlsx(seeded, tmp_path: Path) -> None:
+    url, _, _ = seeded
+    xlsx = tmp_path / "bao-cao-chi-tieu.xlsx"
+    r = runner.invoke(app, ["kpi", "report", "--as-of", "20/12/2026", "--json", "--xlsx", str(xlsx),
+                            "--rules", str(RULES), "--calendar", str(CALENDAR), "--db", url])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["as_of"] == "2026-12-20" and len(data["items"]) == 221
+    row = next(i for i in data["items"] if i["target"] == "phu-song-5g-2030")
+    assert (row["status"], row["status_vi"], row["responsible"], row["group"]) == ("behind", "Chậm tiến độ", "so-khcn", "ha-tang")
+    assert row["source_obligation"] == "khhd57-nam" and row["basis"].endswith("mục III.2.2 a)")
+
+    from openpyxl import load_workbook
+
+    wb = load_workbook(xlsx)
+    assert wb.sheetnames == ["Tổng hợp", "Chỉ tiêu"]
+    ws = wb["Chỉ tiêu"]
+    header = [c.value for c in ws[1]]
+    assert header[:4] == ["Nhóm", "Mã chỉ tiêu", "Chỉ tiêu", "Mốc"] and "Tình trạng" in header
+    assert ws.freeze_panes == "D2" and ws.max_row == 222
+    assert ws.column_dimensions["C"].width >= 40
+    status_col = header.index("Tình trạng") + 1
+    assert {ws.cell(row=i, column=status_col).value for i in range(2, 223)} <= {"Đạt", "Đúng tiến độ", "Chậm tiến độ",
+                                                                               "Không đạt", "Thiếu số liệu", "Chưa đến kỳ đánh giá"}
+    groups = {ws.cell(row=i, column=1).value for i in range(2, 223)}
+    assert "a) Phát triển hạ tầng" in groups and len(groups) == 6
+    summary = wb["Tổng hợp"]
+    assert summary["A1"].value.startswith("Tình hình thực hiện chỉ tiêu")
+    assert summary.cell(row=summary.max_row, column=1).value == "Tổng cộng"
+    assert summary.cell(row=summary.max_row, column=summary.max_column).value == 221
+
+
+def test_report_slipping_filter_in_rich_table(seeded) -> None:
+    url, _, _ = seeded
+    r = runner.invoke(app, ["kpi", "report", "--as-of", "2026-12-20", "--group", "ha-tang", "--slipping",
+                            "--rules", str(RULES), "--calendar", str(CALENDAR), "--db", url], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "Tỷ lệ phủ sóng 5G trên địa bàn" in r.output and "Chậm tiến độ" in r.output and "Đạt" not in r.output.split("mục tiêu:")[1]
+
+
+def test_charts_one_png_per_group_with_every_target(tmp_path: Path) -> None:
+    bp = ROOT / "examples" / "binh-phuoc"
+    url = f"sqlite:///{tmp_path / 'bp.db'}"
+    pack = load_pack(bp, CALENDAR)
+    kpi = load_kpi_for_pack(pack)
+    now = datetime(2027, 1, 10, 9, 0, tzinfo=TZ)
+    with session(url) as s:
+        for ind, v, d in (("xh-dti", 12, "2025-12-31"), ("xh-dti", 9, "2026-12-14"), ("kinh-te-so-grdp", 18, "2026-12-14"),
+                          ("do-thi-thong-minh", 1, "2026-12-14"), ("tt-du-lieu-dam-may", 0, "2026-12-14")):
+            record_value(s, kpi, KpiValueIn(indicator=ind, value=v, as_of=date.fromisoformat(d)), now)
+    out = tmp_path / "charts"
+    r = runner.invoke(app, ["--now", "2027-01-10", "kpi", "charts", "--out", str(out), "--rules", str(bp),
+                            "--calendar", str(CALENDAR), "--db", url])
+    assert r.exit_code == 0, r.output
+    from matplotlib import image as mpimg
+    from PIL import Image
+
+    files = sorted(out.glob("*.png"))
+    assert [f.stem for f in files] == sorted(kpi.groups)
+    for f in files:
+        assert f.stat().st_size > 20_000
+        arr = mpimg.imread(f)
+        assert arr.shape[0] > 400 and arr.shape[1] > 800
+        with Image.open(f) as im:
+            meta = im.info
+        expected = sorted(t.id for t in kpi.targets.values() if t.group == f.stem)
+        assert sorted(json.loads(meta["dondoc-targets"])) == expected
+        assert meta["dondoc-group"] == f.stem and meta["dondoc-as-of"] == "2027-01-10"
+        assert meta["Title"] == kpi.groups[f.stem].name

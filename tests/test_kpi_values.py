@@ -1,0 +1,108 @@
+"""Recording KPI values: units and ranges checked, CSV all-or-nothing with bad rows named by line,
+corrections kept (old row inactive, audit entry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import select
+from typer.testing import CliRunner
+
+import engine.kpi.cli  # noqa: F401  (registers `dondoc kpi`)
+from engine.cli import app
+from engine.db import session
+from engine.kpi.state import KpiValueRow
+from engine.state import AuditRow
+from tests.conftest import CALENDAR, RULES
+
+runner = CliRunner()
+NOW = "2026-11-26T09:00"
+
+
+def kpi(db_url: str, *args: str):
+    return runner.invoke(app, ["--now", NOW, "kpi", *args, "--rules", str(RULES), "--calendar", str(CALENDAR), "--db", db_url])
+
+
+def rows(db_url: str) -> list[KpiValueRow]:
+    with session(db_url) as s:
+        return list(s.exec(select(KpiValueRow).order_by(KpiValueRow.id)).all())
+
+
+def test_csv_with_one_bad_row_writes_nothing_and_names_the_row(tmp_path: Path, db_url: str) -> None:
+    f = tmp_path / "chi-tieu.csv"
+    f.write_text(
+        "indicator,value,as_of,source,note\n"
+        "phu-song-5g,62,31/12/2025,215/BC-SKHCN,\n"
+        "chi-so-cds,\"0,68\",2025-12-31,,\n"
+        "kinh-te-so-grdp,140,2025-12-31,,phần trăm quá 100\n"
+        "phu-song-5g,63,31/12/2025,,trùng\n",
+        encoding="utf-8")
+    r = kpi(db_url, "import", str(f))
+    assert r.exit_code == 1
+    out = r.output
+    assert "dòng 4" in out and "140 lớn hơn 100" in out
+    assert "dòng 5" in out and "trùng với dòng 2" in out
+    assert "dòng 2:" not in out and "dòng 3:" not in out
+    assert "chưa ghi dòng nào" in out
+    assert rows(db_url) == []
+
+
+def test_each_unit_refuses_impossible_values(tmp_path: Path, sqlite_url: str) -> None:
+    f = tmp_path / "sai.csv"
+    f.write_text(
+        "chi_tieu;gia_tri;ngay_so_lieu;nguon\n"        # Vietnamese headers, semicolons
+        "chi-so-cds;1,2;31/12/2025;\n"                 # index outside 0–1
+        "xh-pii;0;31/12/2025;\n"                       # a rank must be a positive integer
+        "xh-pii;12,5;31/12/2025;\n"
+        "dn-khcn;1.200;31/12/2025;\n"                  # thousands separator: 1,2 enterprises
+        "trung-tam-an-ninh-mang;có lẽ;31/12/2025;\n"
+        "khong-co;5;31/12/2025;\n"
+        "phu-song-5g;60;31/12/2027;\n",                # in the future
+        encoding="utf-8")
+    r = kpi(sqlite_url, "import", str(f))
+    assert r.exit_code == 1
+    out = r.output
+    for line, words in ((2, "1,2 lớn hơn 1"), (3, "0 nhỏ hơn 1"), (4, "12,5 không phải số nguyên"),
+                        (5, "1,2 không phải số nguyên"), (6, "không phải một số"), (7, "không có chỉ tiêu"),
+                        (8, "ở tương lai")):
+        assert f"dòng {line}:" in out and words in out, (line, out)
+    assert rows(sqlite_url) == []
+
+
+def test_excel_csv_with_bom_imports(tmp_path: Path, sqlite_url: str) -> None:
+    f = tmp_path / "excel.csv"
+    f.write_bytes("\ufeffchi_tieu;gia_tri;ngay_so_lieu;nguon;ghi_chu\n"
+                  "phu-song-5g;62%;31/12/2025;Báo cáo 215/BC-SKHCN;\n"
+                  "chi-so-cds;0,68;31/12/2025;;\n"
+                  "trung-tam-an-ninh-mang;có;14/12/2025;;đã thuê dịch vụ giám sát\n"
+                  "xh-pii;24;31/12/2025;;\n".encode("utf-8"))
+    r = kpi(sqlite_url, "import", str(f))
+    assert r.exit_code == 0, r.output
+    got = {(x.indicator, x.value) for x in rows(sqlite_url)}
+    assert got == {("phu-song-5g", 62.0), ("chi-so-cds", 0.68), ("trung-tam-an-ninh-mang", 1.0), ("xh-pii", 24.0)}
+    assert rows(sqlite_url)[0].source == "Báo cáo 215/BC-SKHCN"
+
+
+def test_record_and_correction_are_audited(db_url: str) -> None:
+    r = kpi(db_url, "record", "--indicator", "phu-song-5g", "--value", "55", "--as-of", "31/12/2025", "--source", "BC 1")
+    assert r.exit_code == 0, r.output
+    assert "Đã ghi nhận" in r.output and "55 %" in r.output
+    r = kpi(db_url, "record", "--indicator", "phu-song-5g", "--value", "57,5", "--as-of", "2025-12-31",
+            "--source", "BC 1 (đính chính)", "--by", "vp-tinh-uy")
+    assert r.exit_code == 0 and "Đã đính chính" in r.output
+    old, new = rows(db_url)
+    assert (old.active, new.active, new.replaces_id, new.value, new.recorded_by) == (False, True, old.id, 57.5, "vp-tinh-uy")
+    with session(db_url) as s:
+        audit = s.exec(select(AuditRow).where(AuditRow.entity == "kpi_value").order_by(AuditRow.id)).all()
+    assert [a.action for a in audit] == ["kpi_record", "kpi_correct"]
+    assert '"value": 55.0' in audit[1].detail
+    r = kpi(db_url, "history", "--indicator", "phu-song-5g", "--json")
+    assert r.exit_code == 0 and '"active": false' in r.output
+
+
+def test_record_refuses_out_of_range(sqlite_url: str) -> None:
+    r = kpi(sqlite_url, "record", "--indicator", "phu-song-5g", "--value", "140", "--as-of", "2025-12-31")
+    assert r.exit_code == 1 and "140 lớn hơn 100" in r.output
+    r = kpi(sqlite_url, "record", "--indicator", "xh-pii", "--value", "2.5", "--as-of", "2025-12-31")
+    assert r.exit_code == 1 and "không phải số nguyên" in r.output
+    assert rows(sqlite_url) == []
