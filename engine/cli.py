@@ -437,17 +437,53 @@ def simulate_cmd(from_: str = typer.Option(..., "--from"), to: str = typer.Optio
 
 
 @app.command("run")
-def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
-        days: int = typer.Option(30, "--days", help="Số ngày tới cần liệt kê.")) -> None:
-    """Công việc chính: kiểm tra quy tắc và in các hạn nộp sắp tới."""
+def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
+        templates: Optional[Path] = typer.Option(None, "--templates", help="Thư mục mẫu thư (mặc định: notifications/templates)."),
+        sim_start: Optional[str] = typer.Option(None, "--sim-start", help="Đồng hồ mô phỏng: thời điểm bắt đầu."),
+        sim_rate: float = typer.Option(1.0, "--sim-rate", help="Đồng hồ mô phỏng: số giây mô phỏng mỗi giây thật."),
+        once: bool = typer.Option(False, "--once", help="Chạy một lượt (đồng bộ, đánh giá, gửi) rồi thoát."),
+        log_format: Optional[str] = typer.Option(None, "--log-format", help="text hoặc json."),
+        days: int = typer.Option(14, "--days", help="Số ngày tới liệt kê khi khởi động.")) -> None:
+    """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
+    from engine.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
+    from engine.simclock import Clock
+
+    s = get_settings()
+    setup_logging(log_format or s.log_format, s.log_level)
+    start_text = sim_start or STATE.now_text
+    start_at = _moment_opt(start_text, "--sim-start") if start_text else None
+    if sim_rate <= 0:
+        raise typer.BadParameter("phải lớn hơn 0", param_hint="--sim-rate")
+    clk = Clock(start_at, sim_rate)
     pack = _load(rules, calendar_dir)
-    now = _now()
+    now = clk.now()
     out.print(f"[green]✓ Bộ quy tắc hợp lệ[/]: {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị "
-              f"(thời điểm {now:%d/%m/%Y %H:%M}).")
-    start = now.date()
-    items = generate_instances(pack, start, start + timedelta(days=days), tracking_start=get_settings().tracking_start)
-    out.print(_instances_table(pack, items, f"Hạn nộp trong {days} ngày tới"))
-    out.print(f"{len(items)} hạn nộp.")
+              f"(thời điểm {now:%d/%m/%Y %H:%M}{', đồng hồ mô phỏng ×' + str(sim_rate) if clk.simulated else ''}).")
+    items = generate_instances(pack, now.date(), now.date() + timedelta(days=days), tracking_start=s.tracking_start)
+    out.print(_instances_table(pack, items[:40], f"Hạn nộp trong {days} ngày tới" + (f" (40/{len(items)} dòng đầu)" if len(items) > 40 else "")))
+    cfg = DaemonConfig(rules_dir=rules or s.rules_path(), calendar_dir=calendar_dir or s.calendar_path(),
+                       db_url=_db_url(db), templates_dir=templates or s.templates_dir, clock=clk,
+                       lease_ttl=s.lease_ttl_seconds, evaluate_hour=s.evaluate_hour, tracking_start=s.tracking_start)
+    daemon = Daemon(cfg)
+    if once:
+        daemon.run_once()
+        return
+    install_signal_handlers(daemon)
+    raise typer.Exit(daemon.run())
+
+
+@app.command("doctor")
+def doctor(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Kiểm tra cấu hình, cơ sở dữ liệu, phiên bản lược đồ, máy chủ thư và bộ quy tắc; nói rõ cần sửa gì."""
+    from engine.doctor import run_checks
+
+    results = run_checks(rules, calendar_dir, db, _now())
+    bad = 0
+    for ok, name, detail in results:
+        mark = "[green]✓[/]" if ok is True else ("[yellow]![/]" if ok is None else "[red]✗[/]")
+        bad += ok is False
+        out.print(f"{mark} {name}: {detail}", highlight=False)
+    raise typer.Exit(1 if bad else 0)
 
 
 def entry() -> None:  # pragma: no cover

@@ -159,7 +159,7 @@ class Daemon:
                 sync_instances(ses, pack, now, tracking_start=self.cfg.tracking_start)  # type: ignore[arg-type]
                 rep = evaluate(ses, pack, now)
         log.info("evaluated at %s: %d new notices (%d open items)", now.isoformat(timespec="minutes"), rep.created,
-                 rep.considered, extra={"event": "evaluated", "created": rep.created, "sim_now": now.isoformat()})
+                 rep.considered, extra={"event": "evaluated", "notices_created": rep.created, "sim_now": now.isoformat()})
 
     def job_deliver(self) -> None:
         from engine.delivery_hook import deliver
@@ -187,7 +187,8 @@ class Daemon:
             "evaluate-morning": (_job_evaluate, CronTrigger(day_of_week="mon-sat", hour=self.cfg.evaluate_hour,
                                                              minute=self.cfg.evaluate_minute, timezone=TZ)),
             "evaluate-hourly": (_job_evaluate, CronTrigger(minute=5, timezone=TZ)),
-            "deliver": (_job_deliver, IntervalTrigger(minutes=self.cfg.deliver_every_minutes, timezone=TZ)),
+            "deliver": (_job_deliver, IntervalTrigger(minutes=self.cfg.deliver_every_minutes, timezone=TZ,
+                                                      start_date=self.clock.now())),
         }
         for job_id, (func, trigger) in specs.items():
             if sched.get_job(job_id) is None:
@@ -228,12 +229,21 @@ class Daemon:
         sched.resume()
         while not self.stop_event.wait(0.2):
             pass
+        sched.pause()                  # no new submissions while the executor shuts down
         sched.shutdown(wait=True)      # the job in flight finishes (delivery stops between messages)
         hb.stop_event.set()
         if not self.lost_leadership.is_set():
             lead.release()
         log.info("stopped", extra={"event": "stopped"})
         return 0
+
+    def run_once(self) -> None:
+        """One sync + evaluation + delivery pass (for cron-style use and scripts)."""
+        global _DAEMON
+        _DAEMON = self
+        self.load_rules(initial=True)
+        self.job_evaluate()
+        self.job_deliver()
 
     def _lost(self) -> None:
         log.error("leadership lost: stopping the scheduler", extra={"event": "leadership_lost"})
@@ -258,7 +268,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {"ts": datetime.now(TZ).isoformat(timespec="milliseconds"), "level": record.levelname,
                 "logger": record.name, "msg": record.getMessage()}
-        for k in ("event", "file", "line", "version", "created", "sim_now", "holder"):
+        for k in ("event", "file", "line", "version", "notices_created", "sim_now", "holder", "sent"):
             if hasattr(record, k):
                 data[k] = getattr(record, k)
         if record.exc_info:

@@ -111,3 +111,11 @@ class AuditRow(SQLModel, table=True):
     entity: str = Field(max_length=40)
     entity_id: str = Field(max_length=200)
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class LeaseRow(SQLModel, table=True):
+    """Who runs the scheduler on this database (SQLite; PostgreSQL uses an advisory lock)."""
+    __tablename__ = "leases"
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str = Field(max_length=200)
+    expires_at: float

@@ -1,0 +1,121 @@
+"""`dondoc doctor`: every check says what is wrong and what to do about it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+CheckResult = tuple[bool | None, str, str]   # (ok / warning=None / failed, name, detail)
+
+
+def run_checks(rules: Path | None, calendar_dir: Path | None, db: str | None, now: datetime) -> list[CheckResult]:
+    out: list[CheckResult] = []
+    try:
+        from engine.settings import config_file, get_settings
+
+        s = get_settings()
+        cf = config_file()
+        out.append((True, "cấu hình", f"đọc từ {'tệp ' + str(cf) + ' và ' if cf else ''}biến môi trường DONDOC_*"))
+    except Exception as exc:
+        out.append((False, "cấu hình", f"{exc} – sửa tệp dondoc.toml hoặc biến môi trường"))
+        return out
+
+    url = db or s.database_url
+    try:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        from engine.db import alembic_config, make_engine
+
+        eng = make_engine(url)
+        with eng.connect() as c:
+            current = MigrationContext.configure(c).get_current_revision()
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        eng.dispose()
+        if current == head:
+            out.append((True, "cơ sở dữ liệu", f"{_safe_url(url)} kết nối được, lược đồ ở phiên bản mới nhất ({head})"))
+        elif current is None:
+            out.append((None, "cơ sở dữ liệu", f"{_safe_url(url)} chưa có lược đồ; lệnh đầu tiên (dondoc sync/run) sẽ tạo"))
+        else:
+            out.append((None, "cơ sở dữ liệu", f"{_safe_url(url)} ở phiên bản {current}, mới nhất là {head}; "
+                                               "dondoc sẽ tự nâng cấp khi chạy (nên sao lưu trước)"))
+    except Exception as exc:
+        out.append((False, "cơ sở dữ liệu", f"không kết nối được {_safe_url(url)}: {exc.__class__.__name__}: {exc}. "
+                                            "Kiểm tra DONDOC_DATABASE_URL, máy chủ và quyền truy cập"))
+
+    try:
+        from engine.errors import RulePackInvalid
+        from engine.kpi import kpi_check_errors
+        from engine.rules_loader import load_pack
+
+        pack = load_pack(rules or s.rules_path(), calendar_dir or s.calendar_path())
+        kerrs = kpi_check_errors(pack)
+        if kerrs:
+            raise RulePackInvalid(kerrs)
+        out.append((True, "bộ quy tắc", f"{pack.info.name}: {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị"))
+        years = set(pack.calendar.overrides.years)
+        if now.month >= 10 and now.year + 1 not in years:
+            out.append((None, "lịch làm việc", f"calendar/VN.yaml chưa có năm {now.year + 1}: khi Bộ Nội vụ thông báo "
+                                               "lịch nghỉ, hoán đổi ngày làm việc, hãy bổ sung"))
+    except RulePackInvalid as exc:
+        first = "; ".join(str(e) for e in exc.errors[:3])
+        out.append((False, "bộ quy tắc", f"{len(exc.errors)} lỗi, ví dụ: {first}. Chạy `dondoc rules check` để xem đủ"))
+
+    try:
+        from notifications.templates import check_templates
+
+        terrs = check_templates(s.templates_dir)
+        out.append((not terrs, "mẫu thư", "hợp lệ" if not terrs else "; ".join(str(e) for e in terrs[:3])))
+    except ImportError:
+        pass
+
+    if s.smtp_host:
+        out.append(_smtp_check(s))
+    else:
+        target = Path(s.mail_dir)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            probe = target / ".doctor"
+            probe.write_text("ok")
+            probe.unlink()
+            out.append((None, "máy chủ thư", f"chưa cấu hình DONDOC_SMTP_HOST: thư được ghi thành tệp .eml trong {target}/"))
+        except OSError as exc:
+            out.append((False, "máy chủ thư", f"chưa cấu hình SMTP và không ghi được vào {target}: {exc}"))
+    return out
+
+
+def _smtp_check(s) -> CheckResult:
+    import aiosmtplib
+
+    async def probe() -> str:
+        client = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, timeout=min(s.smtp_timeout, 10),
+                                 use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls")
+        await client.connect()
+        try:
+            if s.smtp_username:
+                if not s.smtp_password:
+                    return "thiếu DONDOC_SMTP_PASSWORD (mật khẩu chỉ đặt bằng biến môi trường)"
+                await client.login(s.smtp_username, s.smtp_password)
+            return ""
+        finally:
+            await client.quit()
+
+    try:
+        problem = asyncio.run(probe())
+    except Exception as exc:
+        return (False, "máy chủ thư", f"không kết nối được {s.smtp_host}:{s.smtp_port} ({exc.__class__.__name__}: {exc}); "
+                                      "kiểm tra DONDOC_SMTP_HOST/PORT/SECURITY và tường lửa")
+    if problem:
+        return (False, "máy chủ thư", problem)
+    return (True, "máy chủ thư", f"{s.smtp_host}:{s.smtp_port} trả lời{', đăng nhập được' if s.smtp_username else ''}")
+
+
+def _safe_url(url: str) -> str:
+    """Never print a password that may sit in a database URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<URL không hợp lệ>"
