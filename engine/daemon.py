@@ -99,7 +99,16 @@ class Daemon:
         self._reported_bad: set[str] = set()
         self.engine = get_engine(cfg.db_url)
         self.scheduler: ClockedScheduler | None = None
-        self.on_rules_invalid: Callable[[RulePackInvalid, str], None] | None = None
+        self.on_rules_invalid: Callable[[RulePackInvalid, str], None] | None = self._alert_admin
+
+    def _alert_admin(self, exc: RulePackInvalid, fp: str) -> None:
+        """Tell the admin contact once per broken version; needs the last good pack for the address."""
+        if self.pack is None:
+            return
+        from notifications.admin import send_rules_alert
+
+        ok = send_rules_alert(self.pack, exc, fp, self.clock.now())
+        log.info("rules alert %s", "sent" if ok else "NOT sent", extra={"event": "rules_alert", "sent": ok})
 
     # ---- rules --------------------------------------------------------------------------------
     def _watched(self) -> list[Path]:
