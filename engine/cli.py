@@ -87,8 +87,9 @@ CalOpt = typer.Option(None, "--calendar", help="Thư mục dữ liệu lịch (m
 @rules_app.command("check")
 def rules_check(directory: Optional[Path] = typer.Argument(None, help="Thư mục quy tắc."),
                 calendar_dir: Optional[Path] = CalOpt,
+                templates: Optional[Path] = typer.Option(None, "--templates", help="Thư mục mẫu thư do Văn phòng sửa."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """Kiểm tra bộ quy tắc; thoát 0 nếu hợp lệ, 1 kèm danh sách lỗi (tệp, dòng, lý do)."""
+    """Kiểm tra bộ quy tắc, chỉ tiêu và mẫu thư; thoát 0 nếu hợp lệ, 1 kèm danh sách lỗi (tệp, dòng, lý do)."""
     s = get_settings()
     try:
         pack = load_pack(directory or s.rules_path(), calendar_dir or s.calendar_path())
@@ -100,7 +101,9 @@ def rules_check(directory: Optional[Path] = typer.Argument(None, help="Thư mụ
         raise typer.Exit(1) from None
     from engine.kpi import kpi_check_errors
 
-    kerrs = kpi_check_errors(pack)
+    from engine.templates_check import check_templates_for
+
+    kerrs = kpi_check_errors(pack) + check_templates_for(templates or s.templates_dir)
     if kerrs:
         exc = RulePackInvalid(kerrs)
         if as_json:

@@ -215,3 +215,13 @@ def test_compiled_report_must_share_the_period(pack_copy: Path) -> None:
     add_file(pack_copy, "zz.yaml", obligation(due="{rule: working_days_after_obligation, obligation: khhd57-thang, days: 3, roll: keep}"))
     e = only_error(check(pack_copy), "zz.yaml")
     assert e.line == 9 and "cùng kỳ" in e.message
+
+
+def test_broken_template_is_caught_by_rules_check(tmp_path: Path) -> None:
+    """A template the secretariat broke fails `rules check`, not the 07:00 delivery."""
+    tpl = tmp_path / "templates"
+    tpl.mkdir()
+    (tpl / "digest.subject.j2").write_text("Nhắc hạn {{ digest.recipient.name }\n", encoding="utf-8")
+    result = runner.invoke(app, ["rules", "check", str(RULES), "--calendar", str(CALENDAR), "--templates", str(tpl)])
+    assert result.exit_code == 1
+    assert "digest.subject.j2:1" in result.output and "mẫu thư" in result.output
