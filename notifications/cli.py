@@ -1,0 +1,117 @@
+"""`dondoc notify` and `dondoc outbox`: registered on engine.cli.app when engine.cli is imported."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.table import Table
+
+from engine import clock
+from engine.cli import CalOpt, DbOpt, RulesOpt, _db_url, _load, _now, _session, app, err, out
+
+outbox_app = typer.Typer(help="Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.")
+app.add_typer(outbox_app, name="outbox")
+
+
+def _as_of(text: Optional[str], tz: str) -> datetime:
+    """A date alone means the opening of that day's sending window (a midnight would send nothing)."""
+    if text is None:
+        return _now()
+    try:
+        moment = clock.parse_moment(text)
+    except clock.BadDate as exc:
+        raise typer.BadParameter(str(exc), param_hint="--as-of") from None
+    if re.fullmatch(r"\s*(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})\s*", text):
+        from notifications.settings import NotifySettings
+
+        start, _ = NotifySettings().window()
+        moment = datetime.combine(moment.date(), start, tzinfo=ZoneInfo(tz))
+    return moment
+
+
+@app.command("notify")
+def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời điểm gửi mô phỏng (yyyy-mm-ddTHH:MM; "
+                                                   "chỉ ngày = giờ bắt đầu gửi của ngày đó). Mặc định: bây giờ."),
+               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Gửi các thư nhắc đến hạn (mỗi đơn vị một thư tổng hợp), chỉ trong giờ làm việc của ngày làm việc."""
+    from notifications.delivery import deliver
+    from notifications.settings import NotifySettings, SmtpSettings
+
+    pack = _load(rules, calendar_dir)
+    now = _as_of(as_of, pack.info.timezone)
+    try:
+        smtp, settings = SmtpSettings(), NotifySettings()
+    except ValueError as exc:
+        err.print(f"[red]Cấu hình gửi thư không hợp lệ:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    with _session(db):   # opens (and migrates) the database, with the CLI's error message on failure
+        pass
+    rep = deliver(_db_url(db), pack, now, smtp=smtp, settings=settings)
+    if as_json:
+        print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
+        return
+    if not rep.sending_allowed:
+        out.print(f"Không gửi: {rep.reason}.")
+        return
+    where = f"máy chủ {smtp.host}:{smtp.effective_port}" if smtp.host else f"thư mục {smtp.pickup_dir}/ (chưa cấu hình DONDOC_SMTP_HOST)"
+    out.print(f"Gửi thư nhắc lúc {now:%d/%m/%Y %H:%M} qua {where}: đã gửi {rep.sent}, chờ gửi lại {rep.retry}, "
+              f"không thành công {rep.failed}; bỏ {rep.dropped_notices} thông báo không còn cần nhắc; "
+              f"{rep.new_deliveries} thư mới.")
+    if rep.failed:
+        out.print("Xem lý do: dondoc outbox --failed")
+
+
+@outbox_app.callback(invoke_without_command=True)
+def outbox_list(ctx: typer.Context,
+                failed: bool = typer.Option(False, "--failed", help="Chỉ các thư gửi không thành công."),
+                all_: bool = typer.Option(False, "--all", help="Cả các thư đã gửi và đã bỏ."),
+                limit: int = typer.Option(500, "--limit"),
+                as_json: bool = typer.Option(False, "--json"), db: Optional[str] = DbOpt) -> None:
+    """Liệt kê thư chờ gửi, chờ gửi lại và gửi không thành công (kèm lý do)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from notifications.outbox import list_outbox
+
+    with _session(db) as ses:
+        rows = list_outbox(ses, failed_only=failed, include_sent=all_, limit=limit)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    t = Table(title="Thư gửi không thành công" if failed else "Hộp thư đi")
+    for c in ("Số", "Nơi nhận", "Kênh", "Trạng thái", "Lần thử", "Gửi lại lúc", "Số mục", "Lý do"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        nxt = datetime.fromisoformat(r["next_attempt_at"]).astimezone(clock.TZ).strftime("%d/%m/%Y %H:%M") if r["next_attempt_at"] else ""
+        chan = "E-mail" if r["channel"] == "email" else f"Webhook {r['target'] or ''}"
+        t.add_row(str(r["id"]), str(r["recipient_name"]), chan, str(r["status_vi"]), str(r["attempts"]), nxt,
+                  str(len(r["notices"])), r["reason"] or "")
+    out.print(t)
+    out.print(f"{len(rows)} thư." + (" Gửi lại: dondoc outbox retry SỐ" if any(r["status"] == "failed" for r in rows) else ""))
+
+
+@outbox_app.command("retry")
+def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, help="Số thư (cột “Số” của dondoc outbox)."),
+                 all_failed: bool = typer.Option(False, "--all-failed", help="Mọi thư gửi không thành công."),
+                 db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Đưa thư gửi không thành công trở lại hàng chờ (giữ nguyên Message-ID), ví dụ sau khi sửa địa chỉ."""
+    from notifications.outbox import requeue
+
+    if not ids and not all_failed:
+        raise typer.BadParameter("cần số thư hoặc --all-failed", param_hint="ID")
+    with _session(db) as ses:
+        done, problems = requeue(ses, ids or [], _now(), all_failed)
+    if as_json:
+        print(json.dumps({"requeued": done, "errors": problems}, ensure_ascii=False))
+    else:
+        for p in problems:
+            err.print(f"[red]Lỗi:[/] {p}", highlight=False)
+        out.print(f"Đã đưa {len(done)} thư trở lại hàng chờ gửi" + (f": {', '.join(map(str, done))}." if done else "."))
+    if problems:
+        raise typer.Exit(1)

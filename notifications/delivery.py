@@ -1,0 +1,353 @@
+"""The delivery pass: drop what became moot, assign notices to digests, send what is due.
+
+``deliver(db, pack, now)`` is the whole pass; ``now`` is an input (simulated time), so tests and
+replays never sleep. Sending happens only on working days of the pack's calendar, within
+``DONDOC_SEND_START``–``DONDOC_SEND_END`` (07:30–17:00, pack time zone); outside that window the pass does
+nothing at all, so notices written overnight go out together in one digest the next morning.
+
+Order of durable steps (each a commit):
+1. moot notices → dropped;
+2. new digests with their notices (one per recipient and route) — before anything is sent;
+3. per digest: mark "may reach the server from now on" → SMTP transaction → record the outcome
+   immediately after the server's reply, before the next message on that connection.
+See notifications/README.md for why this makes a crash duplicate at most ``concurrency`` e-mails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from email.headerregistry import Address
+from itertools import chain, islice
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from engine.rules_loader import RulePack
+from engine.state import InstanceRow, NoticeRow
+from notifications import outbox
+from notifications.lock import sender_lock
+from notifications.mime import BadAddress, address, build_email, envelope_address, to_bytes
+from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
+from notifications.render import Digest, DigestItem, Escalation, LateUnit, Party, Renderer
+from notifications.settings import NotifySettings, SmtpSettings
+from notifications.transport import EmailJob, Outcome, SmtpPool, post_webhook, write_eml
+
+log = logging.getLogger("dondoc.notify")
+
+# Digests read (and checked for moot notices) together, just before they are sent: a submission
+# recorded while this many messages go out may still see its reminder sent (a fraction of a
+# second). Small, because replies on other connections wait while a batch is read.
+CHUNK = 16
+
+
+@dataclass
+class PassReport:
+    now: str
+    sending_allowed: bool = True
+    reason: str | None = None           # why nothing was sent (outside hours, day off, locked)
+    mode: str = "smtp"                  # smtp | pickup (.eml files)
+    dropped_notices: int = 0
+    new_deliveries: int = 0
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    dropped_deliveries: int = 0
+    sent_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def sending_block_reason(pack: RulePack, now: datetime, settings: NotifySettings) -> str | None:
+    """None when ``now`` is inside the sending window; otherwise a Vietnamese reason."""
+    local = now.astimezone(ZoneInfo(pack.info.timezone))
+    day = local.date()
+    if not pack.calendar.is_working_day(day):
+        what = pack.calendar.holiday_name(day) or ("Chủ nhật" if day.weekday() == 6 else "ngày nghỉ cuối tuần")
+        return f"{day:%d/%m/%Y} không phải ngày làm việc ({what}): không gửi"
+    start, end = settings.window()
+    if not (start <= local.time() < end):
+        return f"{local:%H:%M} ngoài giờ gửi {start:%H:%M}–{end:%H:%M}: không gửi"
+    return None
+
+
+@dataclass
+class Context:
+    """What every digest of one pass shares (settings, sender, the memoised calendar arithmetic)."""
+    pack: RulePack
+    now: datetime
+    today: date
+    smtp: SmtpSettings
+    settings: NotifySettings
+    renderer: Renderer
+    secretariat: Party
+    sender_name: str
+    sender_addr: str
+    reply_to: str | None
+    _wd: dict[tuple[date, date], int] = field(default_factory=dict)
+    _addresses: tuple[Address, Address | None, str] | None = None
+
+    def working_days(self, a: date, b: date) -> int:
+        """Memoised: thousands of digests of one run share a handful of due dates."""
+        key = (a, b)
+        if key not in self._wd:
+            self._wd[key] = self.pack.calendar.working_days_between(a, b)
+        return self._wd[key]
+
+    def sender(self) -> tuple[Address, Address | None, str]:
+        """(From, Reply-To, envelope sender), validated once per pass; BadAddress if unusable."""
+        if self._addresses is None:
+            self._addresses = (address(self.sender_name, self.sender_addr),
+                               address(self.secretariat.name, self.reply_to) if self.reply_to else None,
+                               envelope_address(self.sender_addr))
+        return self._addresses
+
+    @property
+    def domain(self) -> str:
+        return self.sender_addr.rpartition("@")[2] or "dondoc.invalid"
+
+
+def _context(pack: RulePack, now: datetime, smtp: SmtpSettings, settings: NotifySettings,
+             renderer: Renderer | None) -> Context:
+    admin = pack.units.get(pack.info.admin_contact or "")
+    sec_email = admin.contacts[0] if admin and admin.contacts else None
+    secretariat = Party(admin.id if admin else "", admin.name if admin else "Văn phòng", sec_email)
+    sender = smtp.from_addr or sec_email or "dondoc@localhost"
+    today = now.astimezone(ZoneInfo(pack.info.timezone)).date()
+    return Context(pack, now, today, smtp, settings, renderer or Renderer(settings.templates_dir), secretariat,
+                   smtp.from_name, sender, smtp.reply_to or sec_email)
+
+
+def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, InstanceRow]]) -> Digest:
+    """Items as of the sending day: status and day counts are recomputed from the due date."""
+    pack, today = ctx.pack, ctx.today
+
+    def party(uid: str) -> Party:
+        u = pack.units.get(uid)
+        return Party(uid, u.name if u else uid, u.contacts[0] if u and u.contacts else None)
+
+    items: dict[tuple[str, str, str], DigestItem] = {}
+    escalations: dict[tuple[str, str], Escalation] = {}
+    for n, inst in live:
+        ob = pack.obligations.get(inst.obligation)
+        title = ob.title if ob else inst.obligation
+        basis = ob.basis.text() if ob else ""
+        if n.kind == "escalation":
+            e = escalations.setdefault((inst.obligation, inst.period), Escalation(
+                inst.obligation, title, basis, inst.period, inst.period_label, inst.due))
+            if all(u.unit.id != inst.unit for u in e.units):
+                e.units.append(LateUnit(party(inst.unit), max(0, ctx.working_days(inst.due, today))))
+            continue
+        key = (inst.obligation, inst.unit, inst.period)
+        if key in items:
+            continue
+        if today > inst.due:
+            status, wd_left, wd_late = "overdue", 0, ctx.working_days(inst.due, today)
+        elif today == inst.due:
+            status, wd_left, wd_late = "due_today", 0, 0
+        else:
+            status, wd_left, wd_late = "due_soon", ctx.working_days(today, inst.due), 0
+        items[key] = DigestItem(inst.obligation, title, basis, party(inst.unit), inst.period, inst.period_label,
+                                inst.due, status, wd_left=wd_left, days_left=max(0, (inst.due - today).days),
+                                wd_late=wd_late, own=inst.unit == recipient)
+    for e in escalations.values():
+        e.units.sort(key=lambda u: (-u.wd_late, u.unit.name))
+    return Digest(party(recipient), today, ctx.secretariat, list(items.values()), list(escalations.values()))
+
+
+class _Run:
+    """One pass's sending state: prepares digests lazily and records each outcome at once."""
+
+    def __init__(self, ses: Session, ctx: Context, report: PassReport, should_stop: Callable[[], bool]):
+        self.ses, self.ctx, self.report, self.should_stop = ses, ctx, report, should_stop
+        self.by_id: dict[int, DeliveryRow] = {}
+        self.live: dict[int, list[tuple[NoticeRow, InstanceRow]]] = {}
+        self.pairs: outbox.Pairs = {}
+        self._emails: list[DeliveryRow] = []
+        self._it = iter(self._emails)
+        self._buf: deque[DeliveryRow] = deque()
+
+    # -- preparation -------------------------------------------------------------------------
+    def _load(self, chunk: list[DeliveryRow]) -> None:
+        live, pairs = outbox.load_chunk(self.ses, chunk, self.ctx.now)
+        self.live.update(live)
+        self.pairs.update(pairs)
+
+    def _digest(self, d: DeliveryRow) -> tuple[Digest, object] | Outcome:
+        live = self.live.get(d.id)
+        if not live:
+            return Outcome("dropped", "Mọi báo cáo trong thư đã được nộp hoặc miễn: không gửi")
+        digest = build_digest(self.ctx, d.recipient, live)
+        try:
+            rendered = self.ctx.renderer.render(digest, d.channel)
+        except Exception as exc:  # a broken template edit: keep the digest, retry after the fix
+            return Outcome.retry(f"Lỗi mẫu thư: {type(exc).__name__}: {exc}")
+        return digest, rendered
+
+    def prepare_email(self, d: DeliveryRow) -> EmailJob | Outcome:
+        got = self._digest(d)
+        if isinstance(got, Outcome):
+            return got
+        digest, rendered = got
+        unit = self.ctx.pack.units.get(d.recipient)
+        if unit is None:
+            return Outcome.failed(f"Đơn vị “{d.recipient}” không còn trong danh bạ (rules/units.yaml)")
+        if not unit.contacts:
+            return Outcome.failed(f"Đơn vị “{unit.name}” chưa có địa chỉ e-mail (contacts) trong rules/units.yaml")
+        try:
+            to = [address(unit.name, c) for c in unit.contacts]
+            rcpts = [envelope_address(c) for c in unit.contacts]
+            sender, reply, env_from = self.ctx.sender()
+            msg = build_email(rendered, delivery_key=d.key, message_id=d.message_id, sender=sender, to=to,
+                              reply_to=reply, date=self.ctx.now.astimezone(ZoneInfo(self.ctx.pack.info.timezone)))
+            data = to_bytes(msg)
+        except BadAddress as exc:
+            return Outcome.failed(str(exc))
+        return EmailJob(d.id, d.message_id, env_from, rcpts, data, {"subject": rendered.subject})
+
+    def in_flight(self, d: DeliveryRow) -> bool:
+        """Durably note that this digest may reach the server from now on (see README)."""
+        prev = d.maybe_sent
+        if not prev:
+            outbox._write(self.ses, d, {"maybe_sent": True})
+            self.ses.commit()
+        return prev
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None, prev_maybe: bool | None = None) -> None:
+        extra: dict[str, object] = {}
+        if subject:
+            extra["subject"] = subject
+        if prev_maybe is not None:   # sticky: an earlier ambiguous try may have left a copy
+            extra["maybe_sent"] = prev_maybe or (outcome.maybe_sent and outcome.kind != SENT)
+        s = self.ctx.settings
+        outbox.record(self.ses, d, outcome, self.ctx.now, max_attempts=s.max_attempts,
+                      backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
+                      notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
+                      pairs=self.pairs, extra=extra)
+        r = self.report
+        if d.status == SENT:
+            r.sent += 1
+            r.sent_ids.append(d.id)
+        elif d.status == RETRY:
+            r.retry += 1
+        elif d.status == FAILED:
+            r.failed += 1
+        elif d.status == DROPPED:
+            r.dropped_deliveries += 1
+        if d.status in (RETRY, FAILED):
+            log.warning("delivery %s to %s: %s", d.id, d.recipient, d.last_error)
+
+    # -- JobSource for SmtpPool ----------------------------------------------------------------
+    def next_job(self) -> EmailJob | None:
+        while not self.should_stop():
+            if not self._buf:
+                chunk = list(islice(self._it, CHUNK))
+                if not chunk:
+                    return None
+                self._load(chunk)
+                self._buf.extend(chunk)
+            d = self._buf.popleft()
+            job = self.prepare_email(d)
+            if isinstance(job, Outcome):
+                self.record(d, job)
+                continue
+            job.extra["prev_maybe"] = self.in_flight(d)
+            return job
+        return None
+
+    def done(self, job: EmailJob, outcome: Outcome) -> None:
+        self.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
+
+    def defer_rest(self, reason: str) -> None:
+        for d in chain(self._buf, self._it):
+            self.record(d, Outcome.retry(reason))
+        self._buf.clear()
+
+    # -- channels ------------------------------------------------------------------------------
+    async def send(self, due: list[DeliveryRow], reuse: bool) -> None:
+        for d in due:
+            self.by_id[d.id] = d
+        self._emails.extend(d for d in due if d.channel == "email")
+        hooks = [d for d in due if d.channel == "webhook"]
+        tasks = [self._send_webhooks(hooks)]
+        if self.ctx.smtp.host:
+            tasks.append(SmtpPool(self.ctx.smtp, reuse=reuse, should_stop=self.should_stop).run(self))
+        else:
+            tasks.append(self._write_pickup())
+        await asyncio.gather(*tasks)
+
+    async def _write_pickup(self) -> None:
+        while (job := self.next_job()) is not None:
+            self.done(job, write_eml(self.ctx.smtp.pickup_dir, job))
+            await asyncio.sleep(0)
+
+    async def _send_webhooks(self, hooks: list[DeliveryRow]) -> None:
+        sem = asyncio.Semaphore(self.ctx.settings.webhook_concurrency)
+
+        async def one(d: DeliveryRow) -> None:
+            async with sem:
+                if self.should_stop():
+                    return
+                self._load([d])
+                got = self._digest(d)
+                if isinstance(got, Outcome):
+                    self.record(d, got)
+                    return
+                digest, rendered = got
+                prev = self.in_flight(d)
+                try:
+                    outcome = await asyncio.wait_for(asyncio.to_thread(post_webhook, d.target or "", rendered.subject,
+                                                                        rendered.chat),
+                                                     timeout=self.ctx.settings.webhook_timeout * 2)
+                except Exception as exc:
+                    outcome = Outcome.retry(f"Gửi webhook không thành công: {type(exc).__name__}: {exc}", maybe_sent=True)
+                self.record(d, outcome, rendered.subject, prev)
+
+        await asyncio.gather(*(one(d) for d in hooks))
+
+
+def _engine(db: Engine | str) -> Engine:
+    if isinstance(db, Engine):
+        return db
+    from engine.db import get_engine
+
+    return get_engine(db)
+
+
+async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: SmtpSettings | None = None,
+                   settings: NotifySettings | None = None, renderer: Renderer | None = None,
+                   should_stop: Callable[[], bool] | None = None, reuse_connections: bool = True) -> PassReport:
+    """The delivery pass (async form, for callers that already run an event loop)."""
+    smtp = smtp or SmtpSettings()
+    settings = settings or NotifySettings()
+    report = PassReport(now=now.isoformat(), mode="smtp" if smtp.host else "pickup")
+    blocked = sending_block_reason(pack, now, settings)
+    if blocked:
+        report.sending_allowed, report.reason = False, blocked
+        return report
+    eng = _engine(db)
+    ctx = _context(pack, now, smtp, settings, renderer)
+    with sender_lock(eng) as mine:
+        if not mine:
+            report.sending_allowed, report.reason = False, "Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu"
+            return report
+        with Session(eng, expire_on_commit=False) as ses:
+            report.dropped_notices = outbox.drop_moot(ses, now)
+            ses.commit()
+            report.new_deliveries = outbox.assign(ses, pack, now, ctx.domain)
+            ses.commit()
+            due = outbox.due_deliveries(ses, now)
+            await _Run(ses, ctx, report, should_stop or (lambda: False)).send(due, reuse_connections)
+    return report
+
+
+def deliver(db: Engine | str, pack: RulePack, now: datetime, **kwargs) -> PassReport:
+    """The delivery pass (blocking). Keyword arguments as for ``adeliver``."""
+    return asyncio.run(adeliver(db, pack, now, **kwargs))

@@ -1,0 +1,398 @@
+"""The outbox state machine over ``notices`` (written by evaluation) and ``deliveries`` (ours).
+
+notice pending ──assign──► item in a delivery per route ──send──► delivery sent | retry | failed
+       └─ moot (instance submitted, waived or no longer asked for) ──► dropped, never sent
+
+The notices' own status/attempts/sent_at/message_id columns are kept as a summary of their
+deliveries, so ``status``-style reports need not join.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+
+from functools import lru_cache
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, SQLModel, col, select
+from tenacity import wait_exponential
+
+from engine.rules_loader import RulePack
+from engine.state import InstanceRow, NoticeRow, UnitRow
+from notifications.mime import digest_hash, message_id_for
+from notifications.models import (DROPPED, FAILED, OPEN_STATUSES, PENDING, RETRY, SENT, STATUS_VI,
+                                  DeliveryItemRow, DeliveryRow)
+from notifications.transport import Outcome, mask_url
+
+FRESH = {"populate_existing": True}   # re-read rows another process may have changed
+
+
+@dataclass(frozen=True)
+class Route:
+    route: str          # "email" or "webhook:<hash of URL>"
+    channel: str        # email | webhook
+    target: str | None  # webhook URL
+
+
+def routes_for(pack: RulePack, recipient: str) -> list[Route]:
+    """E-mail (always, unless the unit lists only webhooks) plus one route per webhook URL.
+
+    A unit without any address still gets an e-mail route: its digest fails visibly ("no
+    address") and can be re-queued with ``dondoc outbox retry`` once the rules are fixed.
+    """
+    unit = pack.units.get(recipient)
+    hooks = list(unit.webhooks) if unit else []
+    out = [Route("email", "email", None)] if (unit is None or unit.contacts or not hooks) else []
+    out += [Route(f"webhook:{digest_hash(u, 16)}", "webhook", u) for u in dict.fromkeys(hooks)]
+    return out
+
+
+def backoff(attempt: int, first_s: float, max_s: float) -> timedelta:
+    """Tenacity's exponential schedule (first, 2·first, 4·first … capped), in simulated time."""
+    wait = wait_exponential(multiplier=first_s, min=first_s, max=max_s, exp_base=2)
+    return timedelta(seconds=float(wait(SimpleNamespace(attempt_number=max(1, attempt)))))
+
+
+# ---------------------------------------------------------------------------------------------
+# moot notices
+
+
+def _instances_for(ses: Session, notices: list[NoticeRow]) -> dict[int, InstanceRow | None]:
+    """notice id → its instance, freshly read (a submission may have just closed it)."""
+    ids = {n.instance_id for n in notices if n.instance_id is not None}
+    by_id = {}
+    if ids:
+        by_id = {i.id: i for i in ses.exec(select(InstanceRow).where(col(InstanceRow.id).in_(ids))
+                                            .execution_options(**FRESH)).all()}
+    out: dict[int, InstanceRow | None] = {}
+    for n in notices:
+        if n.instance_id is not None:
+            out[n.id] = by_id.get(n.instance_id)
+        else:
+            out[n.id] = ses.exec(select(InstanceRow).where(InstanceRow.obligation == n.obligation,
+                                                           InstanceRow.unit == n.unit, InstanceRow.period == n.period)
+                                 .execution_options(**FRESH)).first()
+    return out
+
+
+def moot_reason(inst: InstanceRow | None) -> str | None:
+    """Why a notice about this instance must not be sent any more (None: still worth sending)."""
+    if inst is None:
+        return "Không còn kỳ báo cáo tương ứng"
+    if inst.waived:
+        return "Đơn vị được miễn nộp kỳ báo cáo này"
+    if inst.closed:
+        on = f" ngày {inst.submitted_on:%d/%m/%Y}" if inst.submitted_on else ""
+        return f"Đơn vị đã nộp báo cáo{on}"
+    if not inst.active:
+        return "Quy tắc hiện hành không còn yêu cầu kỳ báo cáo này"
+    return None
+
+
+def drop_moot(ses: Session, now: datetime) -> int:
+    """Pending notices whose instance became moot: never sent. Returns how many were dropped.
+
+    Items already in a digest that has not gone out are dropped from it; a digest left with no
+    item is dropped as a whole.
+    """
+    notices = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_((PENDING, RETRY)))
+                       .execution_options(**FRESH)).all()
+    if not notices:
+        return 0
+    inst = _instances_for(ses, notices)
+    moot = {n.id: r for n in notices if (r := moot_reason(inst[n.id])) is not None}
+    if not moot:
+        return 0
+    items = ses.exec(select(DeliveryItemRow, DeliveryRow).join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
+                     .where(col(DeliveryItemRow.notice_id).in_(moot.keys()))).all()
+    touched: set[int] = set()
+    for item, d in items:
+        if d.status in OPEN_STATUSES and not item.dropped:
+            item.dropped = True
+            ses.add(item)
+            touched.add(d.id)
+    ses.flush()
+    _drop_empty(ses, touched, now)
+    for n in notices:
+        if n.id in moot:
+            n.last_error = moot[n.id]
+            ses.add(n)
+    settle_notices(ses, list(moot), now)
+    in_digest = {i.notice_id for i, _ in items}
+    dropped = 0
+    for n in notices:
+        if n.id in moot:
+            if n.id not in in_digest:
+                n.status, n.next_attempt_at = DROPPED, None
+                ses.add(n)
+            dropped += n.status == DROPPED
+    return dropped
+
+
+def _drop_empty(ses: Session, delivery_ids: set[int], now: datetime) -> None:
+    for did in delivery_ids:
+        left = ses.exec(select(DeliveryItemRow).where(DeliveryItemRow.delivery_id == did,
+                                                      DeliveryItemRow.dropped == False)).first()  # noqa: E712
+        if left is None:
+            d = ses.get(DeliveryRow, did)
+            if d is not None and d.status in OPEN_STATUSES:
+                d.status, d.updated_at, d.next_attempt_at = DROPPED, now, None
+                d.last_error = "Mọi báo cáo trong thư đã được nộp hoặc miễn: không gửi"
+                ses.add(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# assignment
+
+
+def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
+    """Put every pending notice not yet in a digest for each of its routes into one digest per
+    (recipient, route); returns how many digests were created. The caller commits before anything
+    is sent."""
+    notices = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_((PENDING, RETRY)))
+                       .order_by(NoticeRow.id).execution_options(**FRESH)).all()
+    if not notices:
+        return 0
+    have = set(ses.exec(select(DeliveryItemRow.notice_id, DeliveryItemRow.route)
+                        .where(col(DeliveryItemRow.notice_id).in_([n.id for n in notices]))).all())
+    groups: dict[tuple[str, str], tuple[Route, list[NoticeRow]]] = {}
+    for n in notices:
+        for r in routes_for(pack, n.recipient):
+            if (n.id, r.route) not in have:
+                groups.setdefault((n.recipient, r.route), (r, []))[1].append(n)
+    # Still one message per recipient and route: new notices join a digest that waits for a retry
+    # and that no server can have kept so far (its Message-ID then changes with its content).
+    waiting = {(d.recipient, d.route): d for d in ses.exec(
+        select(DeliveryRow).where(DeliveryRow.status == RETRY, DeliveryRow.maybe_sent == False)  # noqa: E712
+        .order_by(DeliveryRow.id)).all()}
+    created: list[dict[str, object]] = []
+    merged: list[int] = []
+    members_of: list[tuple[Route, list[NoticeRow]]] = []
+    items: list[dict[str, object]] = []
+    for (recipient, route), (r, members) in sorted(groups.items()):
+        d = waiting.get((recipient, route))
+        keys = [n.key for _, n in delivery_notices(ses, d.id)] if d is not None else []
+        keys += [m.key for m in members]
+        key = f"{r.route}|{recipient}|{digest_hash(chr(10).join(sorted(keys)), 24)}"
+        if d is None:
+            created.append(dict(key=key, recipient=recipient, channel=r.channel, route=r.route, target=r.target,
+                                message_id=message_id_for(key, domain), status=PENDING, attempts=0,
+                                created_at=now, updated_at=now, maybe_sent=False))
+            members_of.append((r, members))
+        else:
+            _write(ses, d, {"key": key, "message_id": message_id_for(key, domain), "updated_at": now})
+            merged += [m.id for m in members]
+            items += [dict(delivery_id=d.id, notice_id=m.id, route=r.route, dropped=False) for m in members]
+    if created:                                  # batched INSERTs (thousands of digests on a busy day)
+        table = DeliveryRow.__table__
+        ids = ses.connection().execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                       created).scalars().all()
+        for did, (r, members) in zip(ids, members_of):
+            items += [dict(delivery_id=did, notice_id=m.id, route=r.route, dropped=False) for m in members]
+    if items:
+        ses.connection().execute(insert(DeliveryItemRow.__table__), items)
+    settle_notices(ses, merged, now)     # a notice in a new digest stays "pending": nothing to update
+    return len(created)
+
+
+# ---------------------------------------------------------------------------------------------
+# sending state
+
+
+def due_deliveries(ses: Session, now: datetime) -> list[DeliveryRow]:
+    q = (select(DeliveryRow).where(col(DeliveryRow.status).in_(OPEN_STATUSES))
+         .where((col(DeliveryRow.next_attempt_at).is_(None)) | (col(DeliveryRow.next_attempt_at) <= now))
+         .order_by(DeliveryRow.id).execution_options(**FRESH))
+    return list(ses.exec(q).all())
+
+
+def delivery_notices(ses: Session, delivery_id: int) -> list[tuple[DeliveryItemRow, NoticeRow]]:
+    return list(ses.exec(select(DeliveryItemRow, NoticeRow).join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
+                         .where(DeliveryItemRow.delivery_id == delivery_id, DeliveryItemRow.dropped == False)  # noqa: E712
+                         .order_by(NoticeRow.id).execution_options(**FRESH)).all())
+
+
+def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime) -> tuple[dict[int, list[tuple[NoticeRow, InstanceRow]]], Pairs]:
+    """Read a batch of digests just before sending them: their notices with freshly read instances.
+
+    Notices that became moot are marked dropped (a digest left empty is dropped too) and that is
+    committed at once. Returns the live (notice, instance) pairs per delivery and, per notice, all
+    its (item, delivery) pairs so outcomes can be summarised without further queries.
+    """
+    ses.commit()                                 # end any read snapshot: see the latest submissions
+    ids = [d.id for d in deliveries]
+    rows = ses.exec(select(DeliveryItemRow, NoticeRow).join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
+                    .where(col(DeliveryItemRow.delivery_id).in_(ids), DeliveryItemRow.dropped == False)  # noqa: E712
+                    .order_by(NoticeRow.id).execution_options(**FRESH)).all()
+    inst = _instances_for(ses, [n for _, n in rows])
+    pairs = _pairs(ses, [n.id for _, n in rows])
+    live: dict[int, list[tuple[NoticeRow, InstanceRow]]] = {i: [] for i in ids}
+    moot, touched = [], set()
+    for item, n in rows:
+        reason = moot_reason(inst[n.id])
+        if reason is None:
+            live[item.delivery_id].append((n, inst[n.id]))
+        else:
+            item.dropped, n.last_error = True, reason
+            ses.add_all([item, n])
+            moot.append(n.id)
+            touched.add(item.delivery_id)
+    if moot:
+        ses.flush()
+        _drop_empty(ses, touched, now)
+        settle_notices(ses, moot, now, pairs)
+        ses.commit()
+    return live, pairs
+
+
+Pairs = dict[int, list[tuple[DeliveryItemRow, DeliveryRow]]]
+
+
+def _pairs(ses: Session, notice_ids: list[int]) -> Pairs:
+    per: Pairs = defaultdict(list)
+    if notice_ids:
+        for item, d in ses.exec(select(DeliveryItemRow, DeliveryRow)
+                                .join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
+                                .where(col(DeliveryItemRow.notice_id).in_(notice_ids))).all():
+            per[item.notice_id].append((item, d))
+    return per
+
+
+def _write(ses: Session, obj: SQLModel, values: dict[str, object]) -> None:
+    """UPDATE only the columns that change, as one Core statement (no unit-of-work flush: this runs
+    twice per message), and keep the session object in step without marking it dirty."""
+    changed = {k: v for k, v in values.items() if getattr(obj, k) != v}
+    if not changed:
+        return
+    stmt = _update_stmt(type(obj).__table__, tuple(sorted(changed)))
+    ses.connection().execute(stmt, {"_id": obj.id, **changed})
+    for k, v in changed.items():
+        set_committed_value(obj, k, v)
+
+
+@lru_cache(maxsize=256)
+def _update_stmt(table, columns: tuple[str, ...]):
+    """One statement object per (table, columns): SQLAlchemy then reuses its compiled form."""
+    return update(table).where(table.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
+
+
+def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime, *, max_attempts: int,
+           backoff_first_s: float, backoff_max_s: float, notice_ids: list[int] | None = None,
+           pairs: Pairs | None = None, extra: dict[str, object] | None = None) -> None:
+    """Apply one outcome to a delivery and its notices, and commit at once."""
+    d = delivery
+    v: dict[str, object] = {"updated_at": now, **(extra or {})}
+    if outcome.kind == SENT:
+        v.update(attempts=d.attempts + 1, status=SENT, sent_at=now, next_attempt_at=None, last_error=outcome.reason)
+    elif outcome.kind == DROPPED:
+        v.update(status=DROPPED, next_attempt_at=None, last_error=outcome.reason)
+    elif outcome.kind == RETRY:
+        attempts = d.attempts + 1
+        if attempts >= max_attempts:
+            v.update(attempts=attempts, status=FAILED, next_attempt_at=None,
+                     last_error=f"Đã thử {attempts} lần, không gửi được. Lần cuối: {outcome.reason}")
+        else:
+            v.update(attempts=attempts, status=RETRY, last_error=outcome.reason,
+                     next_attempt_at=now + backoff(attempts, backoff_first_s, backoff_max_s))
+    else:  # failed: permanent for this recipient
+        v.update(attempts=d.attempts + 1, status=FAILED, next_attempt_at=None, last_error=outcome.reason)
+    ses.flush()                                  # anything pending from earlier steps first
+    _write(ses, d, v)
+    ids = notice_ids if notice_ids is not None else [n.id for _, n in delivery_notices(ses, d.id)]
+    settle_notices(ses, ids, now, pairs if notice_ids is not None else None)
+    ses.commit()
+
+
+def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pairs | None = None) -> None:
+    """Summarise each notice's deliveries into its own status columns.
+
+    ``pairs`` (from load_chunk) holds the same session objects the pass updates, so it is current
+    and saves a query per message."""
+    if not notice_ids:
+        return
+    ses.flush()
+    per = pairs if pairs is not None and all(i in pairs for i in notice_ids) else _pairs(ses, notice_ids)
+    for nid in notice_ids:
+        n = ses.get(NoticeRow, nid)             # usually already in the session: no query
+        found = per.get(nid) if n is not None else None
+        if not found:
+            continue
+        live = [d for item, d in found if not item.dropped and d.status != DROPPED]
+        sent = [d for d in live if d.status == SENT]
+        open_ = [d for d in live if d.status in OPEN_STATUSES]
+        failed = [d for d in live if d.status == FAILED]
+        v: dict[str, object] = {"attempts": max((d.attempts for d in live), default=n.attempts)}
+        if sent:
+            first = min(sent, key=lambda d: (d.channel != "email", d.sent_at or now))
+            v.update(status=SENT, sent_at=first.sent_at, message_id=first.message_id, next_attempt_at=None)
+        elif open_:
+            v.update(status=RETRY if any(d.status == RETRY for d in open_) else PENDING,
+                     next_attempt_at=min((d.next_attempt_at for d in open_ if d.next_attempt_at), default=None),
+                     last_error=next((d.last_error for d in open_ if d.last_error), n.last_error))
+        elif failed:
+            v.update(status=FAILED, next_attempt_at=None, last_error=failed[-1].last_error)
+        else:
+            v.update(status=DROPPED, next_attempt_at=None)
+        _write(ses, n, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# `dondoc outbox`
+
+
+def requeue(ses: Session, ids: list[int], now: datetime, all_failed: bool = False) -> tuple[list[int], list[str]]:
+    """Failed deliveries back to pending (attempts reset, same Message-ID). Returns (ids, problems)."""
+    problems: list[str] = []
+    if all_failed:
+        rows = list(ses.exec(select(DeliveryRow).where(DeliveryRow.status == FAILED)).all())
+    else:
+        rows = []
+        for i in ids:
+            d = ses.get(DeliveryRow, i)
+            if d is None:
+                problems.append(f"không có thư số {i}")
+            elif d.status != FAILED:
+                problems.append(f"thư số {i} đang ở trạng thái “{STATUS_VI.get(d.status, d.status)}”, chỉ gửi lại được thư không thành công")
+            else:
+                rows.append(d)
+    for d in rows:
+        d.status, d.attempts, d.next_attempt_at, d.updated_at = PENDING, 0, None, now
+        d.last_error = f"Gửi lại theo yêu cầu ({now:%d/%m/%Y %H:%M}); lỗi trước: {d.last_error}"
+        ses.add(d)
+        settle_notices(ses, [n.id for _, n in delivery_notices(ses, d.id)], now)
+    ses.commit()
+    return [d.id for d in rows], problems
+
+
+def list_outbox(ses: Session, *, failed_only: bool = False, include_sent: bool = False,
+                limit: int = 500) -> list[dict[str, object]]:
+    q = select(DeliveryRow)
+    if failed_only:
+        q = q.where(DeliveryRow.status == FAILED)
+    elif not include_sent:
+        q = q.where(col(DeliveryRow.status).in_((PENDING, RETRY, FAILED)))
+    rows = ses.exec(q.order_by(col(DeliveryRow.id).desc()).limit(limit)).all()
+    names = {u.id: u.name for u in ses.exec(select(UnitRow)).all()}
+    counts: dict[int, list[str]] = defaultdict(list)
+    if rows:
+        for item, n in ses.exec(select(DeliveryItemRow, NoticeRow).join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
+                                .where(col(DeliveryItemRow.delivery_id).in_([d.id for d in rows]),
+                                       DeliveryItemRow.dropped == False)).all():  # noqa: E712
+            counts[item.delivery_id].append(n.key)
+    out = []
+    for d in rows:
+        out.append({
+            "id": d.id, "recipient": d.recipient, "recipient_name": names.get(d.recipient, d.recipient),
+            "channel": d.channel, "target": mask_url(d.target) if d.target else None,
+            "status": d.status, "status_vi": STATUS_VI.get(d.status, d.status), "attempts": d.attempts,
+            "maybe_sent": d.maybe_sent,
+            "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+            "reason": d.last_error, "message_id": d.message_id, "subject": d.subject,
+            "created_at": d.created_at.isoformat(), "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+            "notices": sorted(counts.get(d.id, [])),
+        })
+    return out

@@ -1,0 +1,280 @@
+"""Digest content and its rendering through the secretariat-editable Jinja2 templates.
+
+A *digest* is everything one recipient should read in one run: its own reports grouped by status
+(Chưa hoàn thành – quá hạn / Đến hạn hôm nay / Sắp đến hạn) and, for supervising bodies, the late
+units they were escalated. Status and day counts are computed on the day the message is *sent*, not
+the day the notice was written, so a digest held back by an SMTP outage never says "còn 3 ngày"
+when the deadline has passed.
+
+Templates are looked up first in the override directory (``DONDOC_TEMPLATES_DIR``), then in the
+templates shipped in ``notifications/templates/``; a secretariat may override one file only.
+HTML templates (``*.html.j2``) are autoescaped; every template runs with StrictUndefined so a
+misspelt variable fails ``check_templates`` instead of silently printing nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError,
+                    TemplateNotFound, TemplateSyntaxError, select_autoescape)
+
+from engine.errors import RuleError, display_path
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "templates"
+
+WEEKDAYS_VI = ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật"]
+
+# Template names the sender uses; files starting with "_" are partials (macros, includes).
+SUBJECT, TEXT, HTML, CHAT = "digest.subject.j2", "digest.txt.j2", "digest.html.j2", "digest.chat.j2"
+TEMPLATE_NAMES = (SUBJECT, TEXT, HTML, CHAT)
+
+# Section order: the most urgent first. Titles are the categories Vietnamese trackers use.
+SECTION_TITLES = {
+    "overdue": "Chưa hoàn thành – quá hạn",
+    "due_today": "Đến hạn hôm nay",
+    "due_soon": "Sắp đến hạn",
+}
+
+
+def ngay(d: date) -> str:
+    """"Thứ Hai, 30/11/2026"."""
+    return f"{WEEKDAYS_VI[d.weekday()]}, {d:%d/%m/%Y}"
+
+
+def ngay_so(d: date) -> str:
+    return f"{d:%d/%m/%Y}"
+
+
+@dataclass
+class Party:
+    id: str
+    name: str
+    email: str | None = None
+
+
+@dataclass
+class DigestItem:
+    """One report of the recipient (several notices about one instance collapse into one item)."""
+    obligation: str
+    title: str
+    basis: str
+    unit: Party
+    period: str
+    period_label: str
+    due: date
+    status: str                 # overdue | due_today | due_soon
+    wd_left: int = 0            # working days until the due day
+    days_left: int = 0          # calendar days until the due day
+    wd_late: int = 0            # working days since the due day
+    own: bool = True            # the recipient is the reporting unit
+
+    @property
+    def status_vi(self) -> str:
+        return SECTION_TITLES[self.status]
+
+
+@dataclass
+class LateUnit:
+    unit: Party
+    wd_late: int
+
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+
+@dataclass
+class Escalation:
+    """One report (obligation, period) and the units under the recipient that have not sent it."""
+    obligation: str
+    title: str
+    basis: str
+    period: str
+    period_label: str
+    due: date
+    units: list[LateUnit] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    items: list[DigestItem]
+
+
+@dataclass
+class Digest:
+    recipient: Party
+    today: date
+    secretariat: Party
+    items: list[DigestItem] = field(default_factory=list)
+    escalations: list[Escalation] = field(default_factory=list)
+
+    @property
+    def sections(self) -> list[Section]:
+        out = []
+        for key, title in SECTION_TITLES.items():
+            items = sorted((i for i in self.items if i.status == key), key=lambda i: (i.due, i.title, i.unit.name))
+            if items:
+                out.append(Section(key, title, items))
+        return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = {k: 0 for k in SECTION_TITLES}
+        for i in self.items:
+            c[i.status] += 1
+        c["escalated_units"] = sum(len(e.units) for e in self.escalations)
+        return c
+
+    @property
+    def empty(self) -> bool:
+        return not self.items and not self.escalations
+
+    def context(self) -> dict[str, object]:
+        return {"recipient": self.recipient, "today": self.today, "secretariat": self.secretariat,
+                "sections": self.sections, "escalations": sorted(self.escalations, key=lambda e: (e.due, e.title)),
+                "counts": self.counts, "items": self.items}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    chat: str
+
+
+def _one_line(text: str, limit: int = 250) -> str:
+    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:limit].rstrip()
+
+
+class Renderer:
+    """A Jinja2 environment over the override directory and the shipped templates."""
+
+    def __init__(self, override_dir: Path | None = None):
+        self.override_dir = Path(override_dir) if override_dir else None
+        loaders = [FileSystemLoader(str(self.override_dir))] if self.override_dir else []
+        loaders.append(FileSystemLoader(str(SHIPPED_DIR)))
+        self.env = Environment(
+            loader=ChoiceLoader(loaders),
+            autoescape=select_autoescape(enabled_extensions=("html.j2", "htm.j2"), default_for_string=False,
+                                         default=False),
+            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        )
+        self.env.filters["ngay"] = ngay
+        self.env.filters["ngay_so"] = ngay_so
+        self.env.globals["SECTION_TITLES"] = SECTION_TITLES
+
+    def render(self, digest: Digest, channel: str | None = None) -> Rendered:
+        """All four texts, or only those a channel uses ("email": subject, text, html; "webhook":
+        subject, chat); the others are left empty."""
+        ctx = digest.context()
+        subject = _one_line(self.env.get_template(SUBJECT).render(ctx)) or "Nhắc hạn nộp báo cáo"
+        ctx["subject"] = subject
+        mail, chat = channel in (None, "email"), channel in (None, "webhook")
+        return Rendered(subject,
+                        self.env.get_template(TEXT).render(ctx) if mail else "",
+                        self.env.get_template(HTML).render(ctx) if mail else "",
+                        self.env.get_template(CHAT).render(ctx) if chat else "")
+
+    def source_path(self, name: str) -> Path:
+        if self.override_dir and (self.override_dir / name).is_file():
+            return self.override_dir / name
+        return SHIPPED_DIR / name
+
+
+def resolve_templates_dir(explicit: Path | None = None) -> Path | None:
+    """The override directory: explicit, else DONDOC_TEMPLATES_DIR, else none (shipped only)."""
+    if explicit is not None:
+        return explicit
+    from notifications.settings import NotifySettings
+
+    return NotifySettings().templates_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# check_templates: called by `dondoc rules check`
+
+
+def sample_digests(today: date = date(2026, 11, 25)) -> list[Digest]:
+    """Sample data covering every branch a template may take (and Vietnamese diacritics)."""
+    vp = Party("vp-tinh-uy", "Văn phòng Tỉnh ủy", "vanthu.vp-tinh-uy@example.org")
+    so = Party("so-khcn", "Sở Khoa học và Công nghệ", "vanthu@example.org")
+    other = Party("so-tai-chinh", "Sở Tài chính <Phòng Kế hoạch & Ngân sách>")
+    items = [
+        DigestItem("khhd57-skhcn-nam", "Báo cáo năm về thực hiện Nghị quyết 57-NQ/TW", "Kế hoạch hành động, mục V.7",
+                   so, "2026", "Năm 2026", date(2026, 11, 30), "due_soon", wd_left=3, days_left=5),
+        DigestItem("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", so, "2026-11", "Tháng 11/2026",
+                   today, "due_today"),
+        DigestItem("khhd57-quy", "Báo cáo quý", "Kế hoạch hành động, mục V.5", other, "2026-Q3", "Quý III/2026",
+                   date(2026, 9, 18), "overdue", wd_late=48, own=False),
+    ]
+    esc = [Escalation("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", "2026-10", "Tháng 10/2026",
+                      date(2026, 10, 19), [LateUnit(other, 27), LateUnit(so, 1)])]
+    return [Digest(so, today, vp, items=items),
+            Digest(vp, today, vp, escalations=esc),
+            Digest(vp, today, vp, items=items[:1], escalations=esc)]
+
+
+def _error_line(exc: BaseException, path: Path) -> int | None:
+    if isinstance(exc, TemplateSyntaxError):
+        return exc.lineno
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename and Path(frame.filename).name == path.name:
+            line = frame.lineno
+    return line
+
+
+def check_templates(directory: Path | None = None) -> list[RuleError]:
+    """Compile and test-render every template; one RuleError (file, line, message) per problem.
+
+    ``directory`` is the override directory (default: DONDOC_TEMPLATES_DIR, else the shipped
+    templates are checked). Files there whose names the sender does not use are reported too,
+    since a misspelt override would otherwise be silently ignored.
+    """
+    directory = resolve_templates_dir(directory)
+    errors: list[RuleError] = []
+    if directory is not None and not Path(directory).is_dir():
+        return [RuleError(display_path(Path(directory)), None, "templates", "không tìm thấy thư mục mẫu thư")]
+    renderer = Renderer(directory)
+    base = Path(directory) if directory else SHIPPED_DIR
+    for p in sorted(base.glob("*.j2")):
+        if p.name not in TEMPLATE_NAMES and not p.name.startswith("_"):
+            errors.append(RuleError(display_path(p), None, "template",
+                                    f"tệp mẫu “{p.name}” không được dùng; tên mẫu hợp lệ: {', '.join(TEMPLATE_NAMES)} "
+                                    "(tệp dùng chung bắt đầu bằng “_”)"))
+    compiled = []
+    for p in sorted(base.glob("_*.j2")) + [renderer.source_path(n) for n in TEMPLATE_NAMES]:
+        try:
+            renderer.env.get_template(p.name)
+            compiled.append(p)
+        except TemplateSyntaxError as exc:
+            errors.append(RuleError(display_path(p), exc.lineno, "template", f"lỗi cú pháp mẫu thư: {exc.message}"))
+        except TemplateNotFound:
+            errors.append(RuleError(display_path(p), None, "template", "thiếu tệp mẫu thư"))
+    for name in TEMPLATE_NAMES:
+        p = renderer.source_path(name)
+        if p not in compiled:
+            continue
+        for digest in sample_digests():
+            ctx = digest.context()
+            ctx["subject"] = "Tiêu đề mẫu"
+            try:
+                out = renderer.env.get_template(name).render(ctx)
+            except (TemplateError, Exception) as exc:  # any failure: the template cannot be sent
+                errors.append(RuleError(display_path(p), _error_line(exc, p), "template",
+                                        f"lỗi khi thử điền dữ liệu mẫu: {type(exc).__name__}: {exc}"))
+                break
+            if name == SUBJECT and not _one_line(out):
+                errors.append(RuleError(display_path(p), None, "template", "tiêu đề thư rỗng"))
+                break
+    return errors

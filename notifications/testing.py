@@ -1,0 +1,214 @@
+"""In-process test servers: an aiosmtpd SMTP recorder and a loopback HTTP receiver for webhooks.
+
+Used by tests/test_notify_*.py and benchmarks/bench_smtp.py (aiosmtpd is a test dependency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+
+@dataclass
+class RecordingHandler:
+    """Records every accepted message; answers scripted codes per recipient.
+
+    ``script[address]`` is a list of replies for that recipient's next RCPT commands ("451 …",
+    "421 …", "550 …"; ``None`` = accept); ``always[address]`` answers every RCPT. ``delay`` slows
+    every DATA (seconds) before the message is accepted. ``kill_pid``/``kill_after``: SIGKILL that
+    process at the start of a transaction once ``kill_after`` messages were accepted and no other
+    connection is between an accepted message and its next command (see the crash test).
+    """
+
+    script: dict[str, list[str | None]] = field(default_factory=dict)
+    always: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    keep: bool = True
+    kill_pid: int | None = None
+    kill_after: int | None = None
+    messages: list[Received] = field(default_factory=list)
+    count: int = 0
+    killed_at: int | None = None
+    _window: dict[int, bool] = field(default_factory=dict)   # connection → accepted, next command not seen
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self._window[id(session)] = False
+        if (self.kill_pid and self.kill_after is not None and self.killed_at is None and self.count >= self.kill_after
+                and not any(v for k, v in self._window.items() if k != id(session))):
+            self.killed_at = self.count
+            os.kill(self.kill_pid, signal.SIGKILL)
+            return "421 shutting down"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self._lock:
+            queue = self.script.get(address)
+            reply = queue.pop(0) if queue else None
+        reply = reply or self.always.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self._lock:
+            self.count += 1
+            if self.keep:
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        self._window[id(session)] = True
+        return "250 2.0.0 Message accepted for delivery"
+
+    async def handle_RSET(self, server, session, envelope):
+        self._window[id(session)] = False
+        return "250 OK"
+
+    async def handle_QUIT(self, server, session, envelope):
+        self._window.pop(id(session), None)
+        return "221 Bye"
+
+    def message_ids(self) -> list[str]:
+        return [m.message_id for m in self.messages]
+
+
+class EphemeralController(Controller):
+    """aiosmtpd Controller on 127.0.0.1; port 0 picks a free port (read back after binding)."""
+
+    def __init__(self, handler, port: int = 0, **kwargs):
+        super().__init__(handler, hostname="127.0.0.1", port=port, **kwargs)
+
+    def _trigger_server(self):
+        if not self.port:
+            self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+def free_port() -> int:
+    """A port nothing listens on (for "server down" scenarios)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebhookReceiver:
+    """ThreadingHTTPServer on loopback recording JSON POST bodies; ``fail`` = HTTP codes to answer first."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.paths: list[str] = []
+        self.fail: list[int] = []
+        receiver = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                code = receiver.fail.pop(0) if receiver.fail else 200
+                if code == 200:
+                    receiver.bodies.append(json.loads(raw.decode("utf-8")))
+                    receiver.paths.append(self.path)
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "WebhookReceiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario helpers: notices written directly (no dependency on the evaluator)
+
+_KIND = {"escalation": "escalation", "due-today": "due_today"}
+
+
+def add_notice(ses, inst, stage: str, recipient: str | None = None, as_of=None, now=None):
+    """A NoticeRow as evaluation would write it (key obligation|unit|period|stage|recipient)."""
+    from datetime import datetime as _dt
+
+    from engine.clock import TZ
+    from engine.state import NoticeRow
+
+    recipient = recipient or inst.unit
+    kind = _KIND.get(stage) or ("overdue" if stage.startswith("overdue") else "reminder")
+    now = now or _dt(2026, 11, 25, 7, 0, tzinfo=TZ)
+    row = NoticeRow(key=f"{inst.obligation}|{inst.unit}|{inst.period}|{stage}|{recipient}", instance_id=inst.id,
+                    obligation=inst.obligation, unit=inst.unit, period=inst.period, stage=stage, kind=kind,
+                    recipient=recipient, as_of=as_of or now.date(), created_at=now)
+    ses.add(row)
+    ses.flush()
+    return row
+
+
+def instance(ses, obligation: str, unit: str, period: str):
+    from sqlmodel import select
+
+    from engine.state import InstanceRow
+
+    row = ses.exec(select(InstanceRow).where(InstanceRow.obligation == obligation, InstanceRow.unit == unit,
+                                             InstanceRow.period == period)).one()
+    return row
+
+
+def write_units_pack(target, n_units: int, *, yearly_title: str = "Báo cáo năm về Sở KH&CN") -> None:
+    """A pack directory with ``n_units`` reporting units (u0001…) owing one yearly report due 30/11."""
+    from pathlib import Path
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "pack.yaml").write_text(
+        "pack:\n  id: bench\n  name: \"Gói đo hiệu năng\"\n  tracking_start: 2026-01-01\n  admin_contact: vp\n"
+        "  check_from: 2026-01-01\n  check_until: 2026-12-31\nreminder_policies:\n  - id: mac-dinh\n", encoding="utf-8")
+    lines = ["units:", "  - id: vp", "    name: \"Văn phòng Tỉnh ủy\"", "    kind: van_phong", "    contacts: [vp@example.org]"]
+    for i in range(1, n_units + 1):
+        lines += [f"  - id: u{i:04d}", f"    name: \"Ủy ban nhân dân xã số {i}\"", "    kind: ubnd",
+                  f"    contacts: [u{i:04d}@example.org]"]
+    lines += ["groups:", "  - id: tat-ca", "    name: \"Tất cả\"",
+              "    members: [" + ", ".join(f"u{i:04d}" for i in range(1, n_units + 1)) + "]"]
+    (target / "units.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (target / "obligations.yaml").write_text(
+        "obligations:\n  - id: nam\n    title: \"" + yearly_title + "\"\n"
+        "    basis: {document: \"Hướng dẫn Sở KH&CN\", section: \"III.1\"}\n    kind: dinh_ky\n    reporters: [tat-ca]\n"
+        "    recipient: vp\n    recurrence: {freq: yearly}\n    cutoff: {day: 14, month: 11}\n"
+        "    due: {rule: before_date, day: 1, month: 12, roll: forward}\n", encoding="utf-8")
