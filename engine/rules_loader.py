@@ -231,6 +231,14 @@ def _cross_check(pack: RulePack, pack_src: Source | None) -> list[RuleError]:
             err("units", uid, f"đơn vị kế thừa “{u.successor}” không có trong danh sách đơn vị", "successor")
         if u.successor and not u.valid_until:
             err("units", uid, "có đơn vị kế thừa nhưng không có valid_until (ngày đơn vị kết thúc)", "successor")
+    hooks = [(uid, i, url) for uid, u in units.items() for i, url in enumerate(u.webhooks)]
+    if hooks:
+        import apprise  # only when a pack uses webhooks: it is a heavy import
+
+        for uid, i, url in hooks:
+            if any(c in url for c in "\r\n ") or not apprise.Apprise().add(url):
+                err("units", uid, "địa chỉ webhook không hợp lệ (dạng Apprise, ví dụ json://máy-chủ/đường-dẫn, "
+                    "tgram://token/chat, mmost://máy-chủ/token)", "webhooks", i)
     for uid in units:  # successor cycles
         seen, cur = [], uid
         while cur in units and units[cur].successor and cur not in seen:

@@ -225,3 +225,10 @@ def test_broken_template_is_caught_by_rules_check(tmp_path: Path) -> None:
     result = runner.invoke(app, ["rules", "check", str(RULES), "--calendar", str(CALENDAR), "--templates", str(tpl)])
     assert result.exit_code == 1
     assert "digest.subject.j2:1" in result.output and "mẫu thư" in result.output
+
+
+def test_invalid_webhook_url(pack_copy: Path) -> None:
+    add_file(pack_copy, "zz.yaml", "units:\n  - id: zz-don-vi\n    name: Đơn vị\n    kind: so\n"
+             "    webhooks: [\"json://127.0.0.1:8080/hook\", \"khong-phai-url\"]\n")
+    e = only_error(check(pack_copy), "zz.yaml")
+    assert e.line == 5 and e.field == "units[0].webhooks[1]" and "webhook" in e.message
