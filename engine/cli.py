@@ -361,7 +361,8 @@ def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình 
     out.print(r)
 
 
-STAGE_VI = {"reminder": "Nhắc trước hạn", "due_today": "Đến hạn hôm nay", "overdue": "Quá hạn", "escalation": "Báo cáo cấp trên"}
+STAGE_VI = {"reminder": "Nhắc trước hạn", "due_today": "Đến hạn hôm nay", "overdue": "Quá hạn", "escalation": "Báo cáo cấp trên",
+            "kpi": "Chỉ tiêu chậm tiến độ", "kpi_summary": "Tổng hợp chỉ tiêu"}
 
 
 def _notices_table(pack: RulePack, notices, title: str, day_col: bool = False) -> Table:

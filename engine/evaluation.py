@@ -50,8 +50,14 @@ from engine.rules_model import ReminderPolicy
 from engine.workcalendar import WorkingCalendar
 
 Phase = Literal["before", "due", "after"]
-Kind = Literal["reminder", "due_today", "overdue", "escalation"]
+Kind = Literal["reminder", "due_today", "overdue", "escalation", "kpi", "kpi_summary"]
 ItemState = Literal["open", "submitted", "waived"]
+
+# KPI items (engine/kpi, "chỉ tiêu chậm tiến độ") are posted as OpenItems whose obligation is
+# "kpi:<target id>". Every notice about one has kind "kpi", whatever the stage (the escalation
+# stage, if a pack's KPI policy has one, then goes to the supervisor as a KPI item of another unit).
+# The weekly secretariat summary has kind "kpi_summary"; it is not evaluated here (engine/pipeline.py).
+KPI_PREFIX = "kpi:"
 
 STAGE_DUE = "due-today"
 STAGE_OVERDUE = "overdue"
@@ -206,11 +212,12 @@ class PythonEvaluator:
                         seen.add(who)
                         fired.append(("escalation", who, "escalation"))
 
+            is_kpi = item.obligation.startswith(KPI_PREFIX)
             for stage, recipient, kind in fired:
                 if stage in item.sent_stages:
                     continue
-                out.append(NoticeIntent(item.obligation, item.unit, item.period, stage, recipient, kind,
-                                        wd_before, wd_late))
+                out.append(NoticeIntent(item.obligation, item.unit, item.period, stage, recipient,
+                                        "kpi" if is_kpi else kind, wd_before, wd_late))
         return out
 
 
@@ -471,6 +478,7 @@ class _Collector:
         stage, kind, escalate_to = self.rule_meta[rule_name]
         i = event["i"]
         item = self.items[i]
+        notice_kind: Kind = "kpi" if item.obligation.startswith(KPI_PREFIX) else kind
         if kind == "escalation":
             late = event["esc_late"]
             seen: set[str] = set()
@@ -480,10 +488,10 @@ class _Collector:
                     continue
                 seen.add(who)
                 self.found.append((i, 1 + n, NoticeIntent(item.obligation, item.unit, item.period, stage, who,
-                                                          kind, 0, late)))
+                                                          notice_kind, 0, late)))
         else:
             self.found.append((i, 0, NoticeIntent(item.obligation, item.unit, item.period, stage, item.unit,
-                                                  kind, event["wd_before"], event["wd_late"])))
+                                                  notice_kind, event["wd_before"], event["wd_late"])))
 
 
 Driver = Literal["direct", "host"]

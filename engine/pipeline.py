@@ -3,11 +3,19 @@
 The evaluator (durable-rules, engine/evaluation.py) decides; this module only loads the facts it
 needs and writes its decisions idempotently (a notice's key is unique, so a second pass at the same
 moment adds nothing).
+
+KPI targets (engine/kpi) join the same pass: every slipping item of ``kpi_items`` (Chậm tiến độ,
+Không đạt, Thiếu số liệu) is posted to the same durable-rules ruleset as an ``OpenItem``
+(obligation ``kpi:<target>``, unit = the responsible unit, period ``<status>:<period or milestone>``,
+policy ``chi-tieu``), so its notices go through the same outbox into the unit's digest. The
+secretariat (``pack.admin_contact``) gets one ``kpi_summary`` notice per ISO week while any target
+slips; its content is computed when it is sent (notifications/delivery.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -16,18 +24,46 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session
 
-from engine.evaluation import DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
+from engine.errors import RulePackInvalid
+from engine.evaluation import KPI_PREFIX, DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
 from engine.rules_loader import RulePack
+from engine.rules_model import ReminderPolicy
 from engine.state import InstanceRow, NoticeRow
+
+log = logging.getLogger("dondoc.pipeline")
 
 _lock = threading.Lock()
 _current: dict[str, object] = {}
 
+# The reminder policy of KPI items. A pack overrides it by declaring a reminder policy with this id
+# in its pack.yaml (e.g. to escalate to the supervisor or to repeat more often).
+KPI_POLICY_ID = "chi-tieu"
+KPI_POLICY = ReminderPolicy(
+    id=KPI_POLICY_ID,
+    before_due_working_days=[],          # nothing to announce: the item exists only once it slips
+    on_due_day=False,                    # the day it became known is a grace day (see kpi_open_items)
+    overdue_after_working_days=0,        # from the next day on
+    repeat_every_working_days=20,        # about once a month while it still slips …
+    max_repeats=2,                       # … twice at most
+    escalate_after_working_days=None,    # the secretariat sees every slipping target in its summary
+    escalate_to=[],
+)
+KPI_SUMMARY_OBLIGATION = "kpi-summary"
+KPI_SUMMARY_STAGE = "summary"
+
+
+def effective_policies(pack: RulePack) -> dict[str, ReminderPolicy]:
+    """The pack's reminder policies plus the built-in KPI policy (unless the pack declares its own)."""
+    if KPI_POLICY_ID in pack.policies:
+        return pack.policies
+    return {**pack.policies, KPI_POLICY_ID: KPI_POLICY}
+
 
 def policies_version(pack: RulePack) -> str:
     h = hashlib.sha256()
-    for pid in sorted(pack.policies):
-        h.update(pack.policies[pid].model_dump_json().encode())
+    policies = effective_policies(pack)
+    for pid in sorted(policies):
+        h.update(policies[pid].model_dump_json().encode())
     return h.hexdigest()[:16]
 
 
@@ -40,7 +76,7 @@ def evaluator_for(pack: RulePack) -> DurableEvaluator:
             return ev  # type: ignore[return-value]
         if ev is not None:
             ev.close()  # type: ignore[attr-defined]
-        ev = DurableEvaluator(pack.policies, batch=True)  # verified equal to single posting (tests)
+        ev = DurableEvaluator(effective_policies(pack), batch=True)  # verified equal to single posting (tests)
         _current.update(evaluator=ev, version=version)
         return ev
 
@@ -53,10 +89,13 @@ class EvalReport:
     intents: int = 0
     created: int = 0
     notices: list[NoticeIntent] = field(default_factory=list)
+    kpi_items: int = 0                  # slipping KPI items posted to the evaluator
+    kpi_error: str | None = None        # why KPI items could not be evaluated (reminders went on)
 
     def as_dict(self) -> dict[str, object]:
         return {"as_of": self.as_of.isoformat(), "open_items": self.open_items, "considered": self.considered,
-                "intents": self.intents, "created": self.created,
+                "intents": self.intents, "created": self.created, "kpi_items": self.kpi_items,
+                "kpi_error": self.kpi_error,
                 "notices": [{"key": n.key, "obligation": n.obligation, "unit": n.unit, "period": n.period,
                              "stage": n.stage, "kind": n.kind, "recipient": n.recipient,
                              "working_days_before": n.wd_before, "working_days_late": n.wd_late} for n in self.notices]}
@@ -107,6 +146,69 @@ def load_open_items(session: Session, pack: RulePack, today: date) -> tuple[list
     return items, index
 
 
+def kpi_period(status: str, period_or_milestone: str) -> str:
+    """The notice period of a KPI item: ``<status>:<period or milestone>`` (e.g. ``behind:2030-12-31``)."""
+    return f"{status}:{period_or_milestone}"
+
+
+def kpi_item_key(obligation: str, period: str) -> str | None:
+    """The ``KpiItem.key`` a KPI notice is about (None when the notice is not a KPI item)."""
+    if not obligation.startswith(KPI_PREFIX) or ":" not in period:
+        return None
+    status, rest = period.split(":", 1)
+    return f"kpi|{obligation[len(KPI_PREFIX):]}|{status}|{rest}"
+
+
+def _kpi_sent_stages(session: Session) -> dict[tuple[str, str, str], set[str]]:
+    """Stages already in the outbox for each KPI item (any status: a dropped stage is not redone)."""
+    rows = session.execute(
+        sa_select(NoticeRow.obligation, NoticeRow.unit, NoticeRow.period, NoticeRow.stage)
+        .where(NoticeRow.instance_id.is_(None), NoticeRow.obligation.startswith(KPI_PREFIX, autoescape=True))
+    ).all()
+    sent: dict[tuple[str, str, str], set[str]] = {}
+    for ob, unit, period, stage in rows:
+        sent.setdefault((ob, unit, period), set()).add(stage)
+    return sent
+
+
+def kpi_open_items(session: Session, pack: RulePack, today: date) -> list[OpenItem]:
+    """The slipping KPI items of ``today`` as OpenItems for the evaluator.
+
+    ``due`` is the day the item became known (``KpiItem.since``: the source report's due day for
+    Thiếu số liệu, the day the value was entered for Chậm tiến độ / Không đạt), so the policy's
+    stages count working days from it and chasing starts the day after. Raises RulePackInvalid when
+    the pack's KPI files are broken.
+    """
+    from engine.kpi.report import kpi_items
+
+    items = kpi_items(session, pack, today)
+    if not items:
+        return []
+    sent = _kpi_sent_stages(session)
+    out: list[OpenItem] = []
+    for it in items:
+        unit = pack.units.get(it.unit)
+        if unit is None:
+            continue
+        ob = f"{KPI_PREFIX}{it.target}"
+        period = kpi_period(it.status, it.period or it.milestone.isoformat())
+        due = it.since or it.expected_at or today
+        out.append(OpenItem(ob, it.unit, period, due, KPI_POLICY_ID, "open",
+                            frozenset(sent.get((ob, it.unit, period), ())), unit.supervisor))
+    return out
+
+
+def kpi_summary_intent(pack: RulePack, today: date) -> NoticeIntent | None:
+    """One summary for the secretariat per ISO week (the first working day the pass runs), keyed
+    ``kpi-summary|<admin>|<yyyy-Www>|summary|<admin>``; the caller asks only when a target slips."""
+    admin = pack.info.admin_contact
+    if not admin or admin not in pack.units or not pack.calendar.is_working_day(today):
+        return None
+    year, week, _ = today.isocalendar()
+    return NoticeIntent(KPI_SUMMARY_OBLIGATION, admin, f"{year}-W{week:02d}", KPI_SUMMARY_STAGE, admin,
+                        "kpi_summary", 0, 0)
+
+
 def _bind(column, value, dialect):
     proc = column.type.dialect_impl(dialect).bind_processor(dialect)
     return proc(value) if proc else value
@@ -149,11 +251,35 @@ def write_notices(session: Session, intents: list[NoticeIntent], index: dict[tup
 
 def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = False,
              evaluator: DurableEvaluator | PythonEvaluator | None = None) -> EvalReport:
+    """One pass at ``now``: open instances and slipping KPI items through the evaluator, notices
+    written idempotently (plus this ISO week's KPI summary for the secretariat, once). A broken KPI
+    folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same."""
     today = now.date()
     items, index = load_open_items(session, pack, today)
     ev = evaluator or evaluator_for(pack)
-    intents = ev.evaluate(items, today, pack.calendar)
-    report = EvalReport(as_of=today, open_items=len(index), considered=len(items), intents=len(intents), notices=intents)
+    kpi: list[OpenItem] = []
+    kpi_error = None
+    try:
+        kpi = kpi_open_items(session, pack, today)
+    except RulePackInvalid as exc:       # a typo in rules/kpi must not stop the reminders
+        kpi_error = f"tệp chỉ tiêu không hợp lệ: {exc}"
+        log.warning("KPI items skipped: %s", kpi_error, extra={"event": "kpi_invalid"})
+    except Exception as exc:             # nor must a KPI bug: logged loudly, reminders go on
+        session.rollback()               # PostgreSQL: a failed statement aborts the transaction
+        kpi_error = f"{type(exc).__name__}: {exc}"
+        log.exception("KPI items skipped", extra={"event": "kpi_failed"})
+    if kpi and KPI_POLICY_ID not in ev.policies:
+        kpi_error = f"bộ đánh giá không có chính sách “{KPI_POLICY_ID}”: {len(kpi)} chỉ tiêu không được xét"
+        log.warning("KPI items skipped: %s", kpi_error, extra={"event": "kpi_no_policy"})
+        kpi = []
+    intents = ev.evaluate(items + kpi if kpi else items, today, pack.calendar)
+    if kpi:
+        summary = kpi_summary_intent(pack, today)
+        if summary is not None and session.execute(
+                sa_select(NoticeRow.id).where(NoticeRow.key == summary.key)).first() is None:
+            intents.append(summary)
+    report = EvalReport(as_of=today, open_items=len(index), considered=len(items), intents=len(intents), notices=intents,
+                        kpi_items=len(kpi), kpi_error=kpi_error)
     if dry_run:
         session.rollback()
         return report

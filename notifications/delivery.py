@@ -6,7 +6,7 @@ replays never sleep. Sending happens only on working days of the pack's calendar
 nothing at all, so notices written overnight go out together in one digest the next morning.
 
 Order of durable steps (each a commit):
-1. moot notices → dropped;
+1. moot notices → dropped (KPI notices: checked against the KPI status recomputed now);
 2. new digests with their notices (one per recipient and route) — before anything is sent;
 3. per digest: mark "may reach the server from now on" → SMTP transaction → record the outcome
    immediately after the server's reply, before the next message on that connection.
@@ -28,13 +28,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from engine.kpi.classify import STATUS_ORDER, STATUS_VI
+from engine.kpi.report import KpiItem, KpiSummary
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
 from notifications import outbox
 from notifications.lock import sender_lock
 from notifications.mime import BadAddress, address, build_email, envelope_address, to_bytes
 from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
-from notifications.render import Digest, DigestItem, Escalation, LateUnit, Party, Renderer
+from notifications.render import (KPI_STATUS_VI, NO_VALUE, Digest, DigestItem, Escalation, KpiLine, KpiOverview,
+                                  KpiStatusGroup, LateUnit, Party, Renderer)
 from notifications.settings import NotifySettings, SmtpSettings
 from notifications.transport import EmailJob, Outcome, SmtpPool, post_webhook, write_eml
 
@@ -90,6 +93,7 @@ class Context:
     sender_name: str
     sender_addr: str
     reply_to: str | None
+    kpi: outbox.KpiFacts | None = None    # KPI status on the sending day, recomputed before each use
     _wd: dict[tuple[date, date], int] = field(default_factory=dict)
     _addresses: tuple[Address, Address | None, str] | None = None
 
@@ -121,11 +125,49 @@ def _context(pack: RulePack, now: datetime, smtp: SmtpSettings, settings: Notify
     sender = smtp.from_addr or sec_email or "dondoc@localhost"
     today = now.astimezone(ZoneInfo(pack.info.timezone)).date()
     return Context(pack, now, today, smtp, settings, renderer or Renderer(settings.templates_dir), secretariat,
-                   smtp.from_name, sender, smtp.reply_to or sec_email)
+                   smtp.from_name, sender, smtp.reply_to or sec_email, outbox.KpiFacts(pack, today))
 
 
-def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, InstanceRow]]) -> Digest:
-    """Items as of the sending day: status and day counts are recomputed from the due date."""
+def _kpi_line(item: KpiItem, party, recipient: str) -> KpiLine:
+    return KpiLine(item.target, item.indicator, item.indicator_name, item.requirement, item.milestone, item.status,
+                   party(item.unit), item.latest_value_text if item.latest_value is not None else NO_VALUE,
+                   item.latest_as_of if item.latest_value is not None else None,
+                   item.expected_text if item.expected is not None else None,
+                   item.expected_at if item.expected is not None else None, item.period, item.basis, item.detail,
+                   own=item.unit == recipient)
+
+
+def _kpi_fallback(n: NoticeRow, party, recipient: str, error: str | None) -> KpiLine:
+    """A KPI notice whose item cannot be recomputed (the KPI files are broken): what the notice says."""
+    target = n.obligation.split(":", 1)[1]
+    status, _, rest = n.period.partition(":")
+    try:
+        milestone: date | None = date.fromisoformat(rest)
+    except ValueError:
+        milestone = None                  # a period ("2026"), not a milestone
+    return KpiLine(target, target, target, "", milestone, status, party(n.unit),
+                   period=rest if status == "no_data" else None,
+                   detail=f"Tình trạng ghi nhận ngày {n.as_of:%d/%m/%Y}: {KPI_STATUS_VI.get(status, status)}. "
+                          f"Không đọc được tệp chỉ tiêu để cập nhật ({error or 'không rõ lý do'}).",
+                   own=n.unit == recipient)
+
+
+def _kpi_overview(summary: KpiSummary | None, party, today: date, error: str | None) -> KpiOverview:
+    if summary is None:
+        return KpiOverview(today, error=error or "không tính được tình trạng chỉ tiêu")
+    groups = []
+    for status in sorted(KPI_STATUS_VI, key=lambda k: STATUS_ORDER[k]):
+        lines = [_kpi_line(i, party, "") for i in summary.slipping if i.status == status]
+        if lines:
+            groups.append(KpiStatusGroup(status, KPI_STATUS_VI[status], lines))
+    counts = [(STATUS_VI[k], summary.by_status[k]) for k in sorted(summary.by_status, key=lambda k: STATUS_ORDER[k])
+              if summary.by_status[k]]
+    return KpiOverview(summary.as_of, summary.total, counts, groups)
+
+
+def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, object]]) -> Digest:
+    """Items as of the sending day: status and day counts are recomputed from the due date; KPI
+    items and the secretariat's summary come from the KPI status recomputed on the sending day."""
     pack, today = ctx.pack, ctx.today
 
     def party(uid: str) -> Party:
@@ -134,7 +176,20 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, Insta
 
     items: dict[tuple[str, str, str], DigestItem] = {}
     escalations: dict[tuple[str, str], Escalation] = {}
+    kpi: dict[tuple[str, str, str | None, str], KpiLine] = {}
+    overview: KpiOverview | None = None
+    error = ctx.kpi.error if ctx.kpi is not None else None
     for n, inst in live:
+        if outbox.is_kpi_summary(n):
+            if overview is None:          # several weeks' summaries waiting (an outage): shown once
+                overview = _kpi_overview(inst if isinstance(inst, KpiSummary) else None, party, today, error)
+            continue
+        if outbox.is_kpi_item(n):
+            line = (_kpi_line(inst, party, recipient) if isinstance(inst, KpiItem)
+                    else _kpi_fallback(n, party, recipient, error))
+            kpi.setdefault((line.target, line.status, line.period, line.unit.id), line)
+            continue
+        assert isinstance(inst, InstanceRow)
         ob = pack.obligations.get(inst.obligation)
         title = ob.title if ob else inst.obligation
         basis = ob.basis.text() if ob else ""
@@ -158,7 +213,8 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, Insta
                                 wd_late=wd_late, own=inst.unit == recipient)
     for e in escalations.values():
         e.units.sort(key=lambda u: (-u.wd_late, u.unit.name))
-    return Digest(party(recipient), today, ctx.secretariat, list(items.values()), list(escalations.values()))
+    return Digest(party(recipient), today, ctx.secretariat, list(items.values()), list(escalations.values()),
+                  list(kpi.values()), overview)
 
 
 class _Run:
@@ -167,7 +223,7 @@ class _Run:
     def __init__(self, ses: Session, ctx: Context, report: PassReport, should_stop: Callable[[], bool]):
         self.ses, self.ctx, self.report, self.should_stop = ses, ctx, report, should_stop
         self.by_id: dict[int, DeliveryRow] = {}
-        self.live: dict[int, list[tuple[NoticeRow, InstanceRow]]] = {}
+        self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
         self._emails: list[DeliveryRow] = []
         self._it = iter(self._emails)
@@ -175,14 +231,14 @@ class _Run:
 
     # -- preparation -------------------------------------------------------------------------
     def _load(self, chunk: list[DeliveryRow]) -> None:
-        live, pairs = outbox.load_chunk(self.ses, chunk, self.ctx.now)
+        live, pairs = outbox.load_chunk(self.ses, chunk, self.ctx.now, self.ctx.kpi)
         self.live.update(live)
         self.pairs.update(pairs)
 
     def _digest(self, d: DeliveryRow) -> tuple[Digest, object] | Outcome:
         live = self.live.get(d.id)
         if not live:
-            return Outcome("dropped", "Mọi báo cáo trong thư đã được nộp hoặc miễn: không gửi")
+            return Outcome("dropped", outbox.NOTHING_LEFT)
         digest = build_digest(self.ctx, d.recipient, live)
         try:
             rendered = self.ctx.renderer.render(digest, d.channel)
@@ -339,7 +395,7 @@ async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: Smt
             report.sending_allowed, report.reason = False, "Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu"
             return report
         with Session(eng, expire_on_commit=False) as ses:
-            report.dropped_notices = outbox.drop_moot(ses, now)
+            report.dropped_notices = outbox.drop_moot(ses, now, ctx.kpi)
             ses.commit()
             report.new_deliveries = outbox.assign(ses, pack, now, ctx.domain)
             ses.commit()

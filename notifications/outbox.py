@@ -3,16 +3,23 @@
 notice pending ──assign──► item in a delivery per route ──send──► delivery sent | retry | failed
        └─ moot (instance submitted, waived or no longer asked for) ──► dropped, never sent
 
+KPI notices (kind "kpi", obligation "kpi:<target>"; kind "kpi_summary" for the secretariat) have no
+instance: what they are about is recomputed from the KPI values as of the sending day (``KpiFacts``),
+and a KPI item that no longer slips the same way (a value was recorded, the target is met or back on
+track) is moot like a submitted report.
+
 The notices' own status/attempts/sent_at/message_id columns are kept as a summary of their
 deliveries, so ``status``-style reports need not join.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
+from typing import Union
 
 from functools import lru_cache
 
@@ -21,6 +28,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 from tenacity import wait_exponential
 
+from engine.errors import RulePackInvalid
+from engine.evaluation import KPI_PREFIX
+from engine.kpi.report import KpiItem, KpiSummary, ReportRow
+from engine.pipeline import kpi_item_key
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow, UnitRow
 from notifications.mime import digest_hash, message_id_for
@@ -29,6 +40,11 @@ from notifications.models import (DROPPED, FAILED, OPEN_STATUSES, PENDING, RETRY
 from notifications.transport import Outcome, mask_url
 
 FRESH = {"populate_existing": True}   # re-read rows another process may have changed
+KPI_SUMMARY_KIND = "kpi_summary"
+NOTHING_LEFT = ("Mọi nội dung trong thư đã được giải quyết (báo cáo đã nộp hoặc được miễn, chỉ tiêu đã có số liệu "
+                "hoặc không còn chậm): không gửi")
+
+log = logging.getLogger("dondoc.notify")
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,106 @@ def backoff(attempt: int, first_s: float, max_s: float) -> timedelta:
     """Tenacity's exponential schedule (first, 2·first, 4·first … capped), in simulated time."""
     wait = wait_exponential(multiplier=first_s, min=first_s, max=max_s, exp_base=2)
     return timedelta(seconds=float(wait(SimpleNamespace(attempt_number=max(1, attempt)))))
+
+
+# ---------------------------------------------------------------------------------------------
+# KPI notices
+
+
+def is_kpi_item(n: NoticeRow) -> bool:
+    return n.instance_id is None and n.obligation.startswith(KPI_PREFIX)
+
+
+def is_kpi_summary(n: NoticeRow) -> bool:
+    return n.instance_id is None and n.kind == KPI_SUMMARY_KIND
+
+
+def is_kpi(n: NoticeRow) -> bool:
+    return is_kpi_item(n) or is_kpi_summary(n)
+
+
+class KpiFacts:
+    """The KPI status as of the sending day: what each KPI notice is about, recomputed on demand.
+
+    ``refresh`` evaluates every target once (``engine.kpi.report.kpi_status``) and is called just
+    before KPI notices are checked for mootness or put into a digest, so a value recorded a moment
+    ago counts. When the KPI files cannot be read, ``error`` says why and nothing is moot (the
+    notices are sent with what they carry; the secretariat's summary shows the error).
+    """
+
+    def __init__(self, pack: RulePack, today: date):
+        self.pack, self.today = pack, today
+        self.items: dict[str, KpiItem] = {}
+        self.rows: dict[str, ReportRow] = {}
+        self.summary: KpiSummary | None = None
+        self.error: str | None = None
+
+    def refresh(self, ses: Session) -> "KpiFacts":
+        from engine.kpi.report import kpi_status
+
+        try:
+            rows, items, summary = kpi_status(ses, self.pack, self.today)
+        except RulePackInvalid as exc:   # a KPI typo (no query ran): never stop the reports' digests
+            self._failed(f"tệp chỉ tiêu không hợp lệ: {exc}")
+        except Exception as exc:         # nor a KPI bug; PostgreSQL: end the aborted transaction
+            ses.rollback()
+            self._failed(f"{type(exc).__name__}: {exc}")
+            log.exception("KPI status failed")
+        else:
+            self.items = {i.key: i for i in items}
+            self.rows = {r.target: r for r in rows}
+            self.summary, self.error = summary, None
+        return self
+
+    def _failed(self, error: str) -> None:
+        self.items, self.rows, self.summary, self.error = {}, {}, None, error
+        log.warning("KPI status unavailable at send time: %s", error)
+
+    def subject(self, n: NoticeRow) -> KpiItem | KpiSummary | None:
+        if is_kpi_summary(n):
+            return self.summary
+        key = kpi_item_key(n.obligation, n.period)
+        return self.items.get(key) if key else None
+
+    def moot_reason(self, n: NoticeRow) -> str | None:
+        """Why a KPI notice must not be sent any more (None: still worth sending, or unknown)."""
+        if self.error is not None:
+            return None
+        if is_kpi_summary(n):
+            if self.summary is None or not self.summary.slipping:
+                return "Không còn chỉ tiêu nào chậm tiến độ, không đạt hoặc thiếu số liệu"
+            return None
+        key = kpi_item_key(n.obligation, n.period)
+        if key is not None and key in self.items:
+            return None
+        target = n.obligation[len(KPI_PREFIX):]
+        row = self.rows.get(target)
+        if row is None:
+            return f"Không còn chỉ tiêu “{target}” trong tệp chỉ tiêu"
+        when = f" (kỳ {row.period})" if row.status == "no_data" and row.period else ""
+        return f"Chỉ tiêu “{row.indicator_name}” nay có tình trạng “{row.status_vi}”{when}"
+
+
+Subject = Union[InstanceRow, KpiItem, KpiSummary, None]
+
+
+def _subjects_for(ses: Session, notices: list[NoticeRow], kpi: KpiFacts | None) -> dict[int, Subject]:
+    """notice id → what it is about: its instance, or for KPI notices the current KPI item/summary."""
+    kpi_notices = [n for n in notices if is_kpi(n)]
+    out: dict[int, Subject] = dict(_instances_for(ses, [n for n in notices if not is_kpi(n)]))
+    if kpi_notices and kpi is not None:
+        kpi.refresh(ses)
+    for n in kpi_notices:
+        out[n.id] = kpi.subject(n) if kpi is not None else None
+    return out
+
+
+def notice_moot_reason(n: NoticeRow, subject: Subject, kpi: KpiFacts | None) -> str | None:
+    """``moot_reason`` for any notice: instances as before, KPI notices through ``KpiFacts``
+    (without one — a caller that cannot compute KPI status — a KPI notice is never moot)."""
+    if is_kpi(n):
+        return kpi.moot_reason(n) if kpi is not None else None
+    return moot_reason(subject)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,18 +209,18 @@ def moot_reason(inst: InstanceRow | None) -> str | None:
     return None
 
 
-def drop_moot(ses: Session, now: datetime) -> int:
+def drop_moot(ses: Session, now: datetime, kpi: KpiFacts | None = None) -> int:
     """Pending notices whose instance became moot: never sent. Returns how many were dropped.
 
     Items already in a digest that has not gone out are dropped from it; a digest left with no
-    item is dropped as a whole.
+    item is dropped as a whole. KPI notices are checked against ``kpi`` (recomputed here).
     """
     notices = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_((PENDING, RETRY)))
                        .execution_options(**FRESH)).all()
     if not notices:
         return 0
-    inst = _instances_for(ses, notices)
-    moot = {n.id: r for n in notices if (r := moot_reason(inst[n.id])) is not None}
+    subj = _subjects_for(ses, notices, kpi)
+    moot = {n.id: r for n in notices if (r := notice_moot_reason(n, subj[n.id], kpi)) is not None}
     if not moot:
         return 0
     items = ses.exec(select(DeliveryItemRow, DeliveryRow).join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
@@ -141,7 +257,7 @@ def _drop_empty(ses: Session, delivery_ids: set[int], now: datetime) -> None:
             d = ses.get(DeliveryRow, did)
             if d is not None and d.status in OPEN_STATUSES:
                 d.status, d.updated_at, d.next_attempt_at = DROPPED, now, None
-                d.last_error = "Mọi báo cáo trong thư đã được nộp hoặc miễn: không gửi"
+                d.last_error = NOTHING_LEFT
                 ses.add(d)
 
 
@@ -216,11 +332,13 @@ def delivery_notices(ses: Session, delivery_id: int) -> list[tuple[DeliveryItemR
                          .order_by(NoticeRow.id).execution_options(**FRESH)).all())
 
 
-def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime) -> tuple[dict[int, list[tuple[NoticeRow, InstanceRow]]], Pairs]:
-    """Read a batch of digests just before sending them: their notices with freshly read instances.
+def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime,
+               kpi: KpiFacts | None = None) -> tuple[dict[int, list[tuple[NoticeRow, Subject]]], Pairs]:
+    """Read a batch of digests just before sending them: their notices with freshly read instances
+    (for KPI notices: the KPI item or summary recomputed now, None when it cannot be computed).
 
     Notices that became moot are marked dropped (a digest left empty is dropped too) and that is
-    committed at once. Returns the live (notice, instance) pairs per delivery and, per notice, all
+    committed at once. Returns the live (notice, subject) pairs per delivery and, per notice, all
     its (item, delivery) pairs so outcomes can be summarised without further queries.
     """
     ses.commit()                                 # end any read snapshot: see the latest submissions
@@ -228,12 +346,12 @@ def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime) -> tu
     rows = ses.exec(select(DeliveryItemRow, NoticeRow).join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
                     .where(col(DeliveryItemRow.delivery_id).in_(ids), DeliveryItemRow.dropped == False)  # noqa: E712
                     .order_by(NoticeRow.id).execution_options(**FRESH)).all()
-    inst = _instances_for(ses, [n for _, n in rows])
+    inst = _subjects_for(ses, [n for _, n in rows], kpi)
     pairs = _pairs(ses, [n.id for _, n in rows])
-    live: dict[int, list[tuple[NoticeRow, InstanceRow]]] = {i: [] for i in ids}
+    live: dict[int, list[tuple[NoticeRow, Subject]]] = {i: [] for i in ids}
     moot, touched = [], set()
     for item, n in rows:
-        reason = moot_reason(inst[n.id])
+        reason = notice_moot_reason(n, inst[n.id], kpi)
         if reason is None:
             live[item.delivery_id].append((n, inst[n.id]))
         else:

@@ -1,10 +1,12 @@
 """Digest content and its rendering through the secretariat-editable Jinja2 templates.
 
 A *digest* is everything one recipient should read in one run: its own reports grouped by status
-(Chưa hoàn thành – quá hạn / Đến hạn hôm nay / Sắp đến hạn) and, for supervising bodies, the late
-units they were escalated. Status and day counts are computed on the day the message is *sent*, not
-the day the notice was written, so a digest held back by an SMTP outage never says "còn 3 ngày"
-when the deadline has passed.
+(Chưa hoàn thành – quá hạn / Đến hạn hôm nay / Sắp đến hạn), for supervising bodies the late
+units they were escalated, the KPI targets the recipient answers for that slip (Chậm tiến độ, Không
+đạt, Thiếu số liệu) and, for the secretariat, the weekly summary of every slipping target. Status
+and day counts (and the KPI status) are computed on the day the message is *sent*, not the day the
+notice was written, so a digest held back by an SMTP outage never says "còn 3 ngày" when the
+deadline has passed.
 
 Templates are looked up first in the override directory (``DONDOC_TEMPLATES_DIR``), then in the
 templates shipped in ``notifications/templates/``; a secretariat may override one file only.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -39,15 +41,20 @@ SECTION_TITLES = {
     "due_today": "Đến hạn hôm nay",
     "due_soon": "Sắp đến hạn",
 }
+# KPI targets: their own section (items of another shape than reports), worst status first.
+KPI_SECTION_TITLE = "Chỉ tiêu chậm tiến độ, không đạt hoặc thiếu số liệu"
+KPI_SUMMARY_TITLE = "Tổng hợp chỉ tiêu chậm tiến độ, không đạt hoặc thiếu số liệu"
+KPI_STATUS_VI = {"missed": "Không đạt", "behind": "Chậm tiến độ", "no_data": "Thiếu số liệu"}
+NO_VALUE = "chưa có số liệu"
 
 
-def ngay(d: date) -> str:
-    """"Thứ Hai, 30/11/2026"."""
-    return f"{WEEKDAYS_VI[d.weekday()]}, {d:%d/%m/%Y}"
+def ngay(d: date | None) -> str:
+    """"Thứ Hai, 30/11/2026" ("–" for no date)."""
+    return f"{WEEKDAYS_VI[d.weekday()]}, {d:%d/%m/%Y}" if d is not None else "–"
 
 
-def ngay_so(d: date) -> str:
-    return f"{d:%d/%m/%Y}"
+def ngay_so(d: date | None) -> str:
+    return f"{d:%d/%m/%Y}" if d is not None else "–"
 
 
 @dataclass
@@ -101,6 +108,55 @@ class Escalation:
 
 
 @dataclass
+class KpiLine:
+    """One slipping KPI target in a digest (from engine.kpi's KpiItem, as of the sending day)."""
+    target: str
+    indicator: str
+    indicator_name: str
+    requirement: str            # "≥ 60 %" ("" when unknown: the KPI files could not be read)
+    milestone: date | None
+    status: str                 # missed | behind | no_data
+    unit: Party                 # the responsible unit
+    latest_value: str = NO_VALUE   # "62 %", or "chưa có số liệu"
+    latest_as_of: date | None = None
+    expected: str | None = None    # the plan's value at expected_at ("66,97 %"); None: no path
+    expected_at: date | None = None
+    period: str | None = None      # the missing period (Thiếu số liệu) or the judged year (flows)
+    basis: str = ""                # "Căn cứ": the plan and section of the target
+    detail: str = ""               # one Vietnamese sentence
+    own: bool = True               # the recipient is the responsible unit
+
+    @property
+    def status_vi(self) -> str:
+        return KPI_STATUS_VI.get(self.status, self.status)
+
+    @property
+    def has_value(self) -> bool:
+        return self.latest_as_of is not None
+
+
+@dataclass
+class KpiStatusGroup:
+    key: str                    # missed | behind | no_data
+    title: str
+    items: list[KpiLine]
+
+
+@dataclass
+class KpiOverview:
+    """The secretariat's summary: counts per status and every slipping target grouped by status."""
+    as_of: date
+    total: int = 0
+    counts: list[tuple[str, int]] = field(default_factory=list)   # (status in Vietnamese, targets), non-zero
+    groups: list[KpiStatusGroup] = field(default_factory=list)
+    error: str | None = None    # the KPI files could not be read when the digest was made
+
+    @property
+    def slipping(self) -> int:
+        return sum(len(g.items) for g in self.groups)
+
+
+@dataclass
 class Section:
     key: str
     title: str
@@ -114,6 +170,14 @@ class Digest:
     secretariat: Party
     items: list[DigestItem] = field(default_factory=list)
     escalations: list[Escalation] = field(default_factory=list)
+    kpi: list[KpiLine] = field(default_factory=list)
+    kpi_overview: KpiOverview | None = None
+
+    @property
+    def kpi_items(self) -> list[KpiLine]:
+        order = {k: n for n, k in enumerate(KPI_STATUS_VI)}
+        return sorted(self.kpi, key=lambda i: (order.get(i.status, 9), not i.own, i.unit.name, i.indicator_name,
+                                               i.milestone or date.max))
 
     @property
     def sections(self) -> list[Section]:
@@ -130,16 +194,21 @@ class Digest:
         for i in self.items:
             c[i.status] += 1
         c["escalated_units"] = sum(len(e.units) for e in self.escalations)
+        c["kpi"] = len(self.kpi)
+        for k in KPI_STATUS_VI:
+            c[f"kpi_{k}"] = sum(1 for i in self.kpi if i.status == k)
+        c["kpi_summary"] = 1 if self.kpi_overview is not None else 0
         return c
 
     @property
     def empty(self) -> bool:
-        return not self.items and not self.escalations
+        return not self.items and not self.escalations and not self.kpi and self.kpi_overview is None
 
     def context(self) -> dict[str, object]:
         return {"recipient": self.recipient, "today": self.today, "secretariat": self.secretariat,
                 "sections": self.sections, "escalations": sorted(self.escalations, key=lambda e: (e.due, e.title)),
-                "counts": self.counts, "items": self.items}
+                "counts": self.counts, "items": self.items, "kpi_title": KPI_SECTION_TITLE,
+                "kpi_items": self.kpi_items, "kpi_summary_title": KPI_SUMMARY_TITLE, "kpi_overview": self.kpi_overview}
 
 
 @dataclass(frozen=True)
@@ -172,6 +241,7 @@ class Renderer:
         self.env.filters["ngay"] = ngay
         self.env.filters["ngay_so"] = ngay_so
         self.env.globals["SECTION_TITLES"] = SECTION_TITLES
+        self.env.globals["KPI_STATUS_VI"] = KPI_STATUS_VI
 
     def render(self, digest: Digest, channel: str | None = None) -> Rendered:
         """All four texts, or only those a channel uses ("email": subject, text, html; "webhook":
@@ -219,9 +289,37 @@ def sample_digests(today: date = date(2026, 11, 25)) -> list[Digest]:
     ]
     esc = [Escalation("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", "2026-10", "Tháng 10/2026",
                       date(2026, 10, 19), [LateUnit(other, 27), LateUnit(so, 1)])]
+    basis = "Kế hoạch hành động của Ban Thường vụ Tỉnh ủy thực hiện Nghị quyết 57-NQ/TW, mục III.2.2 a)"
+    kpi = [  # every status, with and without a value and a path, own and another unit's (a supervisor's)
+        KpiLine("phu-song-5g-2030", "phu-song-5g", "Tỷ lệ phủ sóng 5G trên địa bàn", "≥ 100 %", date(2030, 12, 31),
+                "behind", so, "62 %", date(2026, 11, 14), "66,97 %", date(2026, 11, 14), None, basis,
+                "Chậm tiến độ: 62 % (ngày 14/11/2026); theo lộ trình cần khoảng 66,97 %.", own=False),
+        KpiLine("cds-dang-2025", "cds-dang", "Cơ quan đảng hoàn thành mục tiêu chuyển đổi số <Đề án 06>", "= có",
+                date(2025, 12, 31), "missed", vp, "Chưa", date(2025, 12, 31), None, None, "2025", basis,
+                "Không đạt: tại mốc 31/12/2025 giá trị Chưa, yêu cầu = có."),
+        KpiLine("vneid-2030", "vneid", "Tỷ lệ người dân có tài khoản định danh điện tử (VNeID)", "≥ 80 %",
+                date(2030, 12, 31), "no_data", vp, NO_VALUE, None, "57,5 %", today, "2026", basis,
+                "Chưa có số liệu kỳ Năm 2026 (hạn báo cáo “khhd57-nam” 18/12/2026)."),
+    ]
+    overview = KpiOverview(today, 221, [("Đạt", 1), ("Chậm tiến độ", 1), ("Không đạt", 1), ("Thiếu số liệu", 1)],
+                           [KpiStatusGroup(k, KPI_STATUS_VI[k], [i for i in kpi if i.status == k]) for k in KPI_STATUS_VI])
     return [Digest(so, today, vp, items=items),
             Digest(vp, today, vp, escalations=esc),
-            Digest(vp, today, vp, items=items[:1], escalations=esc)]
+            Digest(vp, today, vp, items=items[:1], escalations=esc, kpi=kpi, kpi_overview=overview)]
+
+
+def _check_samples() -> list[Digest]:
+    """What check_templates renders: the samples, plus the branches a sample digest cannot show
+    together (a summary made while the KPI files could not be read; a digest of KPI items only)."""
+    samples = sample_digests()
+    vp, today = samples[1].recipient, samples[1].today
+    so = samples[0].recipient
+    kpi_only = Digest(so, today, vp, kpi=[replace(i, own=True) for i in samples[2].kpi if i.unit.id == so.id])
+    error = "tệp chỉ tiêu không hợp lệ (rules/kpi)"
+    unread = KpiLine("vneid-2030", "vneid-2030", "vneid-2030", "", None, "no_data", vp, period="2026",
+                     detail=f"Không đọc được tệp chỉ tiêu để cập nhật ({error}).")
+    broken = Digest(vp, today, vp, kpi=[unread], kpi_overview=KpiOverview(today, error=error))
+    return samples + [kpi_only, broken]
 
 
 def _error_line(exc: BaseException, path: Path) -> int | None:
@@ -265,7 +363,7 @@ def check_templates(directory: Path | None = None) -> list[RuleError]:
         p = renderer.source_path(name)
         if p not in compiled:
             continue
-        for digest in sample_digests():
+        for digest in _check_samples():
             ctx = digest.context()
             ctx["subject"] = "Tiêu đề mẫu"
             try:

@@ -8,10 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from engine.kpi.classify import SLIPPING, STATUS_ORDER, STATUS_VI, TargetResult, evaluate, val_text
+from engine.kpi.classify import SLIPPING, STATUS_ORDER, STATUS_VI, Obs, Schedule, TargetResult, evaluate, val_text
 from engine.kpi.loader import KpiPack, load_kpi_for_pack
 from engine.kpi.model import KIND_VI, UNITS
 from engine.kpi.values import load_values
@@ -43,6 +44,7 @@ class ReportRow:
     basis: str
     text: str
     detail: str
+    since: date | None = None        # slipping only: the first day this status was known (see known_since)
 
     @property
     def status_vi(self) -> str:
@@ -66,7 +68,53 @@ def _responsible(pack: RulePack, unit_id: str, day: date) -> str:
     return owner or unit_id
 
 
-def rows_for(kpi: KpiPack, pack: RulePack, results: list[TargetResult], as_of: date) -> list[ReportRow]:
+def _recorded_on(o: Obs | None, tz: ZoneInfo) -> date | None:
+    """The local day a value was entered (its own date for the baseline, which has no record)."""
+    if o is None:
+        return None
+    if o.recorded_at is None:
+        return o.as_of
+    rec = o.recorded_at
+    return (rec.astimezone(tz) if rec.tzinfo is not None else rec).date()
+
+
+def _report_due(sched: Schedule, ind, period: str | None) -> date | None:
+    """The due day of the source report for `period` (a period key of the source obligation, or a
+    year for flow targets)."""
+    if period is None or not period[:4].isdigit():
+        return None
+    year = int(period[:4])
+    if ind.kind == "flow" and period.isdigit():
+        return sched.year_due(ind.source, year)
+    for p, due in sched.periods(ind.source, year - 1, year + 1):
+        if p.key == period:
+            return due
+    return sched.year_due(ind.source, year) if period.isdigit() else None
+
+
+def known_since(r: TargetResult, ind, sched: Schedule, tz: ZoneInfo) -> date | None:
+    """The first day `kpi_items` reports this slipping fact, i.e. when it became something to chase:
+
+    * Thiếu số liệu: the due day of the report that should have carried the value;
+    * Không đạt: that due day too, or the day the deciding value was entered if that is later;
+    * Chậm tiến độ: the day the latest (behind) value was entered.
+    None for statuses that are not slipping. The pipeline starts chasing on the following day.
+    """
+    if r.status not in SLIPPING:
+        return None
+    if r.status == "behind":
+        return _recorded_on(r.judged, tz) or r.expected_at
+    due = _report_due(sched, ind, r.period)
+    if r.status == "no_data":
+        return due or r.expected_at
+    days = [d for d in (due, _recorded_on(r.judged, tz)) if d is not None]
+    return max(days) if days else r.expected_at
+
+
+def rows_for(kpi: KpiPack, pack: RulePack, results: list[TargetResult], as_of: date,
+             sched: Schedule | None = None) -> list[ReportRow]:
+    sched = sched or Schedule(pack)
+    tz = ZoneInfo(pack.info.timezone)
     out: list[ReportRow] = []
     for r in results:
         t = r.target
@@ -82,7 +130,8 @@ def rows_for(kpi: KpiPack, pack: RulePack, results: list[TargetResult], as_of: d
             expected=r.expected, expected_at=r.expected_at, period=r.period, responsible=resp,
             responsible_name=pack.units[resp].name if resp in pack.units else resp,
             responsible_assumed=ind.responsible_assumption is not None, source_obligation=ind.source,
-            basis=f"{doc.title if doc else t.document}, mục {t.section}", text=t.text, detail=r.detail))
+            basis=f"{doc.title if doc else t.document}, mục {t.section}", text=t.text, detail=r.detail,
+            since=known_since(r, ind, sched, tz)))
     return out
 
 
@@ -93,7 +142,8 @@ def build_report(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | N
     if not kpi.targets:
         return []
     values = load_values(session, list(kpi.indicators))
-    return rows_for(kpi, pack, evaluate(kpi, pack, values, as_of, tolerance), as_of)
+    sched = Schedule(pack)
+    return rows_for(kpi, pack, evaluate(kpi, pack, values, as_of, tolerance, sched), as_of, sched)
 
 
 # --- for the notification pipeline --------------------------------------------------------------
@@ -120,6 +170,8 @@ class KpiItem:
     period: str | None        # the missing period (no_data) or the judged year (flows)
     source_obligation: str    # the report that should carry the value
     detail: str               # one Vietnamese sentence, ready for the digest
+    basis: str = ""           # "Căn cứ": the plan's title and section of the target
+    since: date | None = None  # the first day this fact was known (report due day / value entered)
 
     def as_dict(self) -> dict[str, object]:
         return {"key": self.key, "unit": self.unit, "indicator": self.indicator, "indicator_name": self.indicator_name,
@@ -129,7 +181,8 @@ class KpiItem:
                 "latest_as_of": self.latest_as_of.isoformat() if self.latest_as_of else None,
                 "expected": None if self.expected is None else round(self.expected, 4), "expected_text": self.expected_text,
                 "expected_at": self.expected_at.isoformat() if self.expected_at else None, "period": self.period,
-                "source_obligation": self.source_obligation, "detail": self.detail}
+                "source_obligation": self.source_obligation, "detail": self.detail, "basis": self.basis,
+                "since": self.since.isoformat() if self.since else None}
 
 
 def _item(row: ReportRow) -> KpiItem:
@@ -139,7 +192,7 @@ def _item(row: ReportRow) -> KpiItem:
                    latest_value=row.latest_value, latest_value_text=val_text(row.latest_value, row.unit),
                    latest_as_of=row.latest_as_of, expected=row.expected, expected_text=val_text(row.expected, row.unit),
                    expected_at=row.expected_at, period=row.period, source_obligation=row.source_obligation,
-                   detail=row.detail)
+                   detail=row.detail, basis=row.basis, since=row.since)
 
 
 def select_items(rows: list[ReportRow]) -> list[KpiItem]:
@@ -198,7 +251,18 @@ class KpiSummary:
 def secretariat_summary(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | None = None,
                         tolerance: float | None = None) -> KpiSummary:
     """All targets counted, and every slipping target listed (not deduplicated), worst first."""
+    return summary_of(build_report(session, pack, as_of, kpi, tolerance), as_of)
+
+
+def kpi_status(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | None = None,
+               tolerance: float | None = None) -> tuple[list[ReportRow], list[KpiItem], KpiSummary]:
+    """Rows, pipeline items and the secretariat's summary from ONE evaluation (the delivery pass
+    needs all three at once)."""
     rows = build_report(session, pack, as_of, kpi, tolerance)
+    return rows, select_items(rows), summary_of(rows, as_of)
+
+
+def summary_of(rows: list[ReportRow], as_of: date) -> KpiSummary:
     by_status = {k: 0 for k in STATUS_VI}
     by_group: dict[str, dict[str, int]] = {}
     for r in rows:
