@@ -4,7 +4,10 @@ APScheduler 3 with its SQLAlchemy job store on the state database runs three job
 working days at 07:00 and every hour, and deliver every minute. Jobs coalesce and have no misfire
 limit, so a daemon that was down across a reminder moment runs the missed job once when it comes
 back; the outbox's unique notice keys make the result exactly-once regardless. Rules are watched
-and swapped atomically between jobs; an invalid edit keeps the last good rules.
+and swapped atomically between jobs; an invalid edit keeps the last good rules and the active
+daemon mails the pack's admin contact once per broken version. Tuning knobs (environment, until
+the CLI and engine/settings.py carry them): DONDOC_DELIVER_EVERY_MINUTES, DONDOC_WATCH_INTERVAL,
+DONDOC_STANDBY_POLL. Exit codes of run(): 0 stopped on request, 75 leadership lost.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,7 +28,7 @@ from typing import Callable
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import Session
@@ -58,6 +62,31 @@ class ClockedScheduler(BackgroundScheduler):
             self._event.clear()
             wait_seconds = self._process_jobs()
 
+    def _process_jobs(self):
+        # APScheduler checks "paused" before taking the job-store lock, so a pass that began just
+        # before pause()/shutdown() could submit a job to an executor already shut down ("cannot
+        # schedule new futures after shutdown", logged as an error) and still advance that job's
+        # next run time, i.e. lose the run. Check the state under the (re-entrant) lock instead:
+        # shutdown() sets STOPPED first and then needs this lock.
+        with self._jobstores_lock:
+            if self.state != STATE_RUNNING:
+                return None
+            return super()._process_jobs()
+
+
+def _env_number(name: str, default: float, cast=float, minimum: float = 0.0):
+    """A daemon tuning knob from the environment (until engine/settings.py and the CLI carry it)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: phải là một số") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r}: phải ≥ {minimum}")
+    return value
+
 
 @dataclass
 class DaemonConfig:
@@ -66,13 +95,19 @@ class DaemonConfig:
     db_url: str
     templates_dir: Path | None = None
     clock: Clock = field(default_factory=Clock)
-    watch_interval: float = 1.0           # real seconds between rule-file checks
-    standby_poll: float = 2.0             # real seconds between leadership attempts
+    # real seconds between rule-file checks (a change is applied once it has been stable for one check)
+    watch_interval: float = field(default_factory=lambda: _env_number("DONDOC_WATCH_INTERVAL", 1.0, minimum=0.05))
+    # real seconds between leadership attempts of a standby
+    standby_poll: float = field(default_factory=lambda: _env_number("DONDOC_STANDBY_POLL", 2.0, minimum=0.05))
     lease_ttl: float = 20.0
     evaluate_hour: int = 7
     evaluate_minute: int = 0
-    deliver_every_minutes: int = 1
+    # simulated minutes between delivery passes (raise it for very fast simulated clocks)
+    deliver_every_minutes: int = field(default_factory=lambda: _env_number("DONDOC_DELIVER_EVERY_MINUTES", 1, int, 1))
     tracking_start: object = None
+
+
+EXIT_LEADERSHIP_LOST = 75   # EX_TEMPFAIL: the service manager restarts us (Restart=on-failure); we come back as standby
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -82,7 +117,11 @@ def fingerprint(paths: list[Path]) -> str:
             continue
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         for p in files:
-            st = p.stat()
+            try:
+                st = p.stat()
+            except FileNotFoundError:      # replaced by an editor between listing and stat
+                h.update(f"{p}:gone".encode())
+                continue
             h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
@@ -96,9 +135,14 @@ class Daemon:
         self._pack_lock = threading.RLock()
         self.pack: RulePack | None = None
         self._fingerprint = ""
+        self._seen_fingerprint = ""     # last fingerprint the watcher observed (debounce)
         self._reported_bad: set[str] = set()
+        # Only the active daemon mails the admin contact; a standby remembers what it would have sent.
+        self.alerts_enabled = False
+        self._unreported: tuple[RulePackInvalid, str] | None = None
         self.engine = get_engine(cfg.db_url)
         self.scheduler: ClockedScheduler | None = None
+        self._synced: tuple[RulePack, object] | None = None   # (pack, day) of the last instance sync
         self.on_rules_invalid: Callable[[RulePackInvalid, str], None] | None = self._alert_admin
 
     def _alert_admin(self, exc: RulePackInvalid, fp: str) -> None:
@@ -117,6 +161,7 @@ class Daemon:
     def load_rules(self, initial: bool = False) -> bool:
         """Validate the whole new set; swap only when it is valid. True if a new pack is live."""
         fp = fingerprint(self._watched())
+        self._seen_fingerprint = fp
         if fp == self._fingerprint:
             return False
         try:
@@ -131,27 +176,55 @@ class Daemon:
             for e in exc.errors:
                 log.error("rules invalid: %s", e, extra={"event": "rules_invalid", "file": e.file, "line": e.line})
             if fp not in self._reported_bad:
-                self._reported_bad.add(fp)
                 log.warning("keeping the last good rules (version %s)", self.pack.version if self.pack else "none")
-                if self.on_rules_invalid is not None:
-                    try:
-                        self.on_rules_invalid(exc, fp)
-                    except Exception:
-                        log.exception("could not tell the admin contact about invalid rules")
+                if self.alerts_enabled:
+                    self._report_bad(exc, fp)
+                else:
+                    self._unreported = (exc, fp)
             if initial and self.pack is None:
                 raise
             return False
         with self._pack_lock:
             self.pack = pack
             self._fingerprint = fp
+            self._unreported = None
         log.info("rules loaded: version %s, %d obligations, %d units", pack.version, len(pack.obligations), len(pack.units),
                  extra={"event": "rules_loaded", "version": pack.version})
         return True
 
+    def _report_bad(self, exc: RulePackInvalid, fp: str) -> None:
+        self._reported_bad.add(fp)
+        self._unreported = None
+        if self.on_rules_invalid is not None:
+            try:
+                self.on_rules_invalid(exc, fp)
+            except Exception:
+                log.exception("could not tell the admin contact about invalid rules")
+
+    def enable_alerts(self) -> None:
+        """Called on becoming active: from now on this process mails the admin contact (once per
+        broken version), including about a broken version it saw while it was a standby."""
+        self.alerts_enabled = True
+        pending = self._unreported
+        if pending is not None and pending[1] == self._fingerprint and pending[1] not in self._reported_bad:
+            self._report_bad(*pending)
+
+    def check_rules(self) -> bool:
+        """One watcher tick: apply a change only once the files have stopped changing (the same
+        mtime/size fingerprint on two consecutive checks), so a file caught half-written by an
+        editor is neither loaded nor reported to the admin contact."""
+        fp = fingerprint(self._watched())
+        if fp != self._seen_fingerprint:
+            self._seen_fingerprint = fp
+            return False
+        if fp == self._fingerprint:
+            return False
+        return self.load_rules()
+
     def _watch_loop(self) -> None:
         while not self.stop_event.wait(self.cfg.watch_interval):
             try:
-                self.load_rules()
+                self.check_rules()
             except Exception:
                 log.exception("rule watcher failed")
 
@@ -165,8 +238,17 @@ class Daemon:
             pack = self.pack
             assert pack is not None
             with Session(self.engine, expire_on_commit=False) as ses:
-                sync_instances(ses, pack, now, tracking_start=self.cfg.tracking_start)  # type: ignore[arg-type]
+                # The instance table depends only on the rules and the date: sync once per rules
+                # version and day, not at every hourly pass (with 1,000 units a sync costs ~0.8 s
+                # and rewrites every unit row; the evaluation itself ~0.05 s).
+                day = now.date()
+                if self._synced is None or self._synced[0] is not pack or self._synced[1] != day:
+                    sync_instances(ses, pack, now, tracking_start=self.cfg.tracking_start)  # type: ignore[arg-type]
+                    synced = (pack, day)
+                else:
+                    synced = self._synced
                 rep = evaluate(ses, pack, now)
+                self._synced = synced
         log.info("evaluated at %s: %d new notices (%d open items)", now.isoformat(timespec="minutes"), rep.created,
                  rep.considered, extra={"event": "evaluated", "notices_created": rep.created, "sim_now": now.isoformat()})
 
@@ -179,7 +261,8 @@ class Daemon:
         assert pack is not None
         sent = deliver(self.engine, pack, now, should_stop=self.stop_event.is_set)
         if sent:
-            log.info("delivered %s at %s", sent, now.isoformat(timespec="minutes"), extra={"event": "delivered"})
+            log.info("delivered %s at %s", sent, now.isoformat(timespec="minutes"),
+                     extra={"event": "delivered", "sent": sent, "sim_now": now.isoformat()})
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def _build_scheduler(self) -> ClockedScheduler:
@@ -191,7 +274,9 @@ class Daemon:
         return sched
 
     def _ensure_jobs(self, sched: ClockedScheduler) -> None:
-        """Add each job once; never replace a stored job (that would forget a missed run)."""
+        """Add each job once; never replace a stored job (that would forget a missed run). A stored
+        job whose schedule differs from the configuration (e.g. a new evaluate hour) gets the new
+        trigger; a run it missed while the daemon was down is kept (it runs once, at start)."""
         specs = {
             "evaluate-morning": (_job_evaluate, CronTrigger(day_of_week="mon-sat", hour=self.cfg.evaluate_hour,
                                                              minute=self.cfg.evaluate_minute, timezone=TZ)),
@@ -199,9 +284,17 @@ class Daemon:
             "deliver": (_job_deliver, IntervalTrigger(minutes=self.cfg.deliver_every_minutes, timezone=TZ,
                                                       start_date=self.clock.now())),
         }
+        now = self.clock.now()
         for job_id, (func, trigger) in specs.items():
-            if sched.get_job(job_id) is None:
+            job = sched.get_job(job_id)
+            if job is None:
                 sched.add_job(func, trigger, id=job_id, name=job_id)
+            elif str(job.trigger) != str(trigger):
+                nxt = trigger.get_next_fire_time(None, now)
+                if job.next_run_time is not None and job.next_run_time <= now:
+                    nxt = job.next_run_time          # a run missed while we were down: keep it
+                log.info("schedule of %s changed: %s → %s", job_id, job.trigger, trigger, extra={"event": "job_rescheduled"})
+                sched.modify_job(job_id, trigger=trigger, next_run_time=nxt)
 
     def request_stop(self, *_args) -> None:
         log.info("stop requested", extra={"event": "stopping"})
@@ -220,8 +313,9 @@ class Daemon:
                 announced = True
             if self.stop_event.wait(self.cfg.standby_poll):
                 return 0
-            self.load_rules()
+            self.check_rules()
         log.info("active (holder %s)", lead.holder, extra={"event": "active", "holder": lead.holder})
+        self.enable_alerts()
         hb = Heartbeat(lead, max(1.0, self.cfg.lease_ttl / 4), on_lost=self._lost)
         hb.start()
         watcher = threading.Thread(target=self._watch_loop, name="dondoc-watch", daemon=True)
@@ -241,8 +335,10 @@ class Daemon:
         sched.pause()                  # no new submissions while the executor shuts down
         sched.shutdown(wait=True)      # the job in flight finishes (delivery stops between messages)
         hb.stop_event.set()
-        if not self.lost_leadership.is_set():
-            lead.release()
+        if self.lost_leadership.is_set():
+            log.info("stopped after losing leadership", extra={"event": "stopped"})
+            return EXIT_LEADERSHIP_LOST
+        lead.release()
         log.info("stopped", extra={"event": "stopped"})
         return 0
 
@@ -250,6 +346,7 @@ class Daemon:
         """One sync + evaluation + delivery pass (for cron-style use and scripts)."""
         global _DAEMON
         _DAEMON = self
+        self.alerts_enabled = True
         self.load_rules(initial=True)
         self.job_evaluate()
         self.job_deliver()
@@ -285,9 +382,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+class _SkippedRunFilter(logging.Filter):
+    """APScheduler warns each time a job's run is skipped because its previous run is still going.
+    Our jobs coalesce by design (a long delivery pass simply absorbs the next ticks; nothing is
+    lost), so at a fast simulated clock, or during a big sending day, these warnings are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("apscheduler") and "maximum number of running instances" in record.getMessage())
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_SkippedRunFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -19,6 +19,10 @@ class Clock:
             raise ValueError("rate must be positive")
         self.rate = rate
         self._t0 = _time.monotonic()
+        if start is None and rate != 1.0:
+            # A fast clock without a start runs from the moment it was made (fixed once: re-reading
+            # the wall clock on every call would add real time to scaled time, i.e. run at rate + 1).
+            start = datetime.now(TZ)
         self._start = start.astimezone(TZ) if start else None
 
     @property
@@ -26,10 +30,9 @@ class Clock:
         return self._start is not None or self.rate != 1.0
 
     def now(self) -> datetime:
-        if self._start is None and self.rate == 1.0:
+        if self._start is None:
             return datetime.now(TZ)
-        base = self._start or datetime.now(TZ)
-        return base + timedelta(seconds=(_time.monotonic() - self._t0) * self.rate)
+        return self._start + timedelta(seconds=(_time.monotonic() - self._t0) * self.rate)
 
     def real_seconds(self, simulated_seconds: float) -> float:
         return simulated_seconds / self.rate
