@@ -447,6 +447,8 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         sim_rate: float = typer.Option(1.0, "--sim-rate", help="Đồng hồ mô phỏng: số giây mô phỏng mỗi giây thật."),
         once: bool = typer.Option(False, "--once", help="Chạy một lượt (đồng bộ, đánh giá, gửi) rồi thoát."),
         log_format: Optional[str] = typer.Option(None, "--log-format", help="text hoặc json."),
+        deliver_every: Optional[int] = typer.Option(None, "--deliver-every", min=1, help="Số phút (mô phỏng) giữa hai lượt gửi."),
+        lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", min=1.0, help="Giây: bản chờ (standby) tiếp quản sau khi bản chính im lặng chừng ấy."),
         days: int = typer.Option(14, "--days", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
     from engine.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
@@ -468,6 +470,10 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
     cfg = DaemonConfig(rules_dir=rules or s.rules_path(), calendar_dir=calendar_dir or s.calendar_path(),
                        db_url=_db_url(db), templates_dir=templates or s.templates_dir, clock=clk,
                        lease_ttl=s.lease_ttl_seconds, evaluate_hour=s.evaluate_hour, tracking_start=s.tracking_start)
+    if deliver_every is not None:
+        cfg.deliver_every_minutes = deliver_every
+    if lease_ttl is not None:
+        cfg.lease_ttl = lease_ttl
     daemon = Daemon(cfg)
     if once:
         daemon.run_once()

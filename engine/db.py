@@ -40,7 +40,35 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+MIGRATION_LOCK_KEY = 0x646F6E6D6967  # "donmig"
+
+
 def migrate(url: str) -> None:
+    """Upgrade to head; serialised, so two processes starting on a fresh database don't race."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        import fcntl
+
+        lock_path = Path(u.database).with_name(Path(u.database).name + ".migrate-lock")
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            command.upgrade(alembic_config(url), "head")
+        return
+    if u.get_backend_name() == "postgresql":
+        eng = create_engine(url)
+        try:
+            with eng.connect() as c:
+                c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                try:
+                    command.upgrade(alembic_config(url), "head")
+                finally:
+                    c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        finally:
+            eng.dispose()
+        return
     command.upgrade(alembic_config(url), "head")
 
 

@@ -70,10 +70,13 @@ def run_checks(rules: Path | None, calendar_dir: Path | None, db: str | None, no
     except ImportError:
         pass
 
-    if s.smtp_host:
-        out.append(_smtp_check(s))
+    from notifications.settings import SmtpSettings
+
+    smtp = SmtpSettings()   # the very settings the sender uses
+    if smtp.host:
+        out.append(_smtp_check(smtp))
     else:
-        target = Path(s.mail_dir)
+        target = Path(smtp.pickup_dir)
         try:
             target.mkdir(parents=True, exist_ok=True)
             probe = target / ".doctor"
@@ -89,14 +92,14 @@ def _smtp_check(s) -> CheckResult:
     import aiosmtplib
 
     async def probe() -> str:
-        client = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, timeout=min(s.smtp_timeout, 10),
-                                 use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls")
+        client = aiosmtplib.SMTP(hostname=s.host, port=s.effective_port, timeout=min(s.timeout, 10),
+                                 use_tls=s.security == "tls", start_tls=s.security == "starttls")
         await client.connect()
         try:
-            if s.smtp_username:
-                if not s.smtp_password:
+            if s.username:
+                if not s.password:
                     return "thiếu DONDOC_SMTP_PASSWORD (mật khẩu chỉ đặt bằng biến môi trường)"
-                await client.login(s.smtp_username, s.smtp_password)
+                await client.login(s.username, s.password)
             return ""
         finally:
             await client.quit()
@@ -104,11 +107,11 @@ def _smtp_check(s) -> CheckResult:
     try:
         problem = asyncio.run(probe())
     except Exception as exc:
-        return (False, "máy chủ thư", f"không kết nối được {s.smtp_host}:{s.smtp_port} ({exc.__class__.__name__}: {exc}); "
+        return (False, "máy chủ thư", f"không kết nối được {s.host}:{s.effective_port} ({exc.__class__.__name__}: {exc}); "
                                       "kiểm tra DONDOC_SMTP_HOST/PORT/SECURITY và tường lửa")
     if problem:
         return (False, "máy chủ thư", problem)
-    return (True, "máy chủ thư", f"{s.smtp_host}:{s.smtp_port} trả lời{', đăng nhập được' if s.smtp_username else ''}")
+    return (True, "máy chủ thư", f"{s.host}:{s.effective_port} trả lời{', đăng nhập được' if s.username else ''}")
 
 
 def _safe_url(url: str) -> str:
