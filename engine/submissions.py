@@ -157,31 +157,42 @@ class ImportRejected(Exception):
         super().__init__("\n".join(f"{file}: {e}" for e in errors))
 
 
-def parse_submissions_csv(path: Path, pack: RulePack, now: datetime, session: Session) -> list[tuple[int, SubmissionIn]]:
-    """Validate every row; raise ImportRejected listing each bad row by its line number."""
+def open_csv(path: Path, columns: dict[str, tuple[str, ...]], required: tuple[str, ...],
+             header_hint: str) -> tuple["csv._reader", dict[str, int]]:
+    """A CSV as Excel saves it (UTF-8 with or without BOM, comma or semicolon) and its column map.
+
+    Shared by every all-or-nothing import; a missing column is rejected naming line 1.
+    """
     try:
         text = path.read_bytes().decode("utf-8-sig")   # Excel's "CSV UTF-8" starts with a BOM
     except UnicodeDecodeError:
         raise ImportRejected(str(path), [RowError(1, "tệp không phải UTF-8; trong Excel chọn Lưu thành “CSV UTF-8”")]) from None
-    sample = text.split("\n", 1)[0]
-    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    errors: list[RowError] = []
     try:
         header = next(reader)
     except StopIteration:
         raise ImportRejected(str(path), [RowError(1, "tệp rỗng")]) from None
     norm = [h.strip().lower() for h in header]
     cols: dict[str, int] = {}
-    for name, aliases in _COLUMNS.items():
+    for name, aliases in columns.items():
         for i, h in enumerate(norm):
             if h in aliases:
                 cols[name] = i
                 break
-    missing = [n for n in ("obligation", "unit", "period", "date") if n not in cols]
+    missing = [n for n in required if n not in cols]
     if missing:
         raise ImportRejected(str(path), [RowError(1, "thiếu cột " + ", ".join(missing) +
-                                                  " (tiêu đề cần có: obligation, unit, period, date[, ref, note])")])
+                                                  f" (tiêu đề cần có: {header_hint})")])
+    return reader, cols
+
+
+def parse_submissions_csv(path: Path, pack: RulePack, now: datetime, session: Session) -> list[tuple[int, SubmissionIn]]:
+    """Validate every row; raise ImportRejected listing each bad row by its line number."""
+    reader, cols = open_csv(path, _COLUMNS, ("obligation", "unit", "period", "date"),
+                            "obligation, unit, period, date[, ref, note]")
+    errors: list[RowError] = []
     rows: list[tuple[int, SubmissionIn]] = []
     seen: dict[tuple[str, str, str], int] = {}
     for values in reader:

@@ -5,8 +5,6 @@ is named by its line with the reason.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from datetime import date, datetime
@@ -21,7 +19,7 @@ from engine.kpi.loader import KpiPack
 from engine.kpi.model import in_unit
 from engine.kpi.state import KpiValueRow
 from engine.state import AuditRow
-from engine.submissions import ImportRejected, InputError, RowError
+from engine.submissions import ImportRejected, InputError, RowError, open_csv
 
 _BOOL = {"có": 1.0, "co": 1.0, "đạt": 1.0, "dat": 1.0, "rồi": 1.0, "yes": 1.0, "true": 1.0,
          "không": 0.0, "khong": 0.0, "chưa": 0.0, "chua": 0.0, "no": 0.0, "false": 0.0}
@@ -108,28 +106,7 @@ _COLUMNS = {
 
 def parse_values_csv(path: Path, kpi: KpiPack, today: date) -> list[tuple[int, KpiValueIn]]:
     """Validate every row; raise ImportRejected naming each bad row by its line number."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")   # Excel's "CSV UTF-8" starts with a BOM
-    except UnicodeDecodeError:
-        raise ImportRejected(str(path), [RowError(1, "tệp không phải UTF-8; trong Excel chọn Lưu thành “CSV UTF-8”")]) from None
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportRejected(str(path), [RowError(1, "tệp rỗng")]) from None
-    norm = [h.strip().lower() for h in header]
-    cols: dict[str, int] = {}
-    for name, aliases in _COLUMNS.items():
-        for i, h in enumerate(norm):
-            if h in aliases:
-                cols[name] = i
-                break
-    missing = [n for n in ("indicator", "value", "as_of") if n not in cols]
-    if missing:
-        raise ImportRejected(str(path), [RowError(1, "thiếu cột " + ", ".join(missing) +
-                                                  " (tiêu đề cần có: indicator, value, as_of[, source, note])")])
+    reader, cols = open_csv(path, _COLUMNS, ("indicator", "value", "as_of"), "indicator, value, as_of[, source, note]")
     errors: list[RowError] = []
     rows: list[tuple[int, KpiValueIn]] = []
     seen: dict[tuple[str, date], int] = {}
