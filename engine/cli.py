@@ -298,6 +298,14 @@ import_app = typer.Typer(help="Nhập dữ liệu từ tệp.", no_args_is_help=
 app.add_typer(import_app, name="import")
 
 
+def _reject_import(file: Path, exc) -> None:
+    """Every all-or-nothing import reports its bad rows the same way, then exits 1."""
+    err.print(f"[red]Không nhập tệp {file}: {len(exc.errors)} dòng lỗi, chưa ghi dòng nào.[/]", highlight=False)
+    for e in exc.errors:
+        err.print(f"  • {file}: {e}", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
 @import_app.command("submissions")
 def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có hoặc không BOM)."),
                            rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
@@ -312,10 +320,7 @@ def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF
         try:
             n = import_submissions(ses, pack, file, _now())
         except ImportRejected as exc:
-            err.print(f"[red]Không nhập tệp {file}: {len(exc.errors)} dòng lỗi, chưa ghi dòng nào.[/]", highlight=False)
-            for e in exc.errors:
-                err.print(f"  • {file}: {e}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+            _reject_import(file, exc)
     out.print(f"Đã nhập {n} báo cáo đã nộp từ {file}.")
 
 

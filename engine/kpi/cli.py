@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from engine.cli import CalOpt, DbOpt, RulesOpt, _date_opt, _load, _now, _print_rule_errors, _session, app, err, out
+from engine.cli import CalOpt, DbOpt, RulesOpt, _date_opt, _load, _now, _print_rule_errors, _reject_import, _session, app, err, out
 from engine.errors import RulePackInvalid
 from engine.kpi.classify import STATUS_VI
 from engine.kpi.loader import KpiPack, kpi_dir_of, load_kpi
@@ -124,10 +124,7 @@ def kpi_import(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có ho�
         try:
             n = import_values(ses, kpi, file, _now(), actor)
         except ImportRejected as exc:
-            err.print(f"[red]Không nhập tệp {file}: {len(exc.errors)} dòng lỗi, chưa ghi dòng nào.[/]", highlight=False)
-            for e in exc.errors:
-                err.print(f"  • {file}: {e}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+            _reject_import(file, exc)
     out.print(f"Đã nhập {n} số liệu chỉ tiêu từ {file}.")
 
 
