@@ -77,19 +77,19 @@ def seed(workdir: Path, n: int):
 
 def full_pass(pack, seed_db: Path, workdir: Path, port: int, concurrency: int, reuse: bool, run: int) -> tuple[float, int]:
     from notifications.delivery import deliver
-    from notifications.settings import NotifySettings, SmtpSettings
+    from notifications.config import DeliveryConfig, SmtpConfig
 
     db = workdir / f"run-{concurrency}-{reuse}-{run}.db"
     shutil.copy(seed_db, db)
-    cfg = SmtpSettings(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
+    cfg = SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
                        from_addr="dondoc@vptu.example.org", helo="bench.local")
     t0 = time.perf_counter()
-    rep = deliver(f"sqlite:///{db}", pack, NOW, smtp=cfg, settings=NotifySettings(), reuse_connections=reuse)
+    rep = deliver(f"sqlite:///{db}", pack, NOW, smtp=cfg, delivery=DeliveryConfig(), reuse_connections=reuse)
     return time.perf_counter() - t0, rep.sent
 
 
 def transport_only(jobs, port: int, concurrency: int, reuse: bool) -> tuple[float, int]:
-    from notifications.settings import SmtpSettings
+    from notifications.config import SmtpConfig
     from notifications.transport import SmtpPool
 
     class Source:
@@ -107,7 +107,7 @@ def transport_only(jobs, port: int, concurrency: int, reuse: bool) -> tuple[floa
             raise RuntimeError(reason)
 
     src = Source()
-    cfg = SmtpSettings(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
+    cfg = SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
                        from_addr="dondoc@vptu.example.org", helo="bench.local")
     t0 = time.perf_counter()
     asyncio.run(SmtpPool(cfg, reuse=reuse).run(src))

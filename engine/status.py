@@ -9,15 +9,9 @@ from sqlmodel import Session, select
 
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, SubmissionRow, WaiverRow
+from engine.vi import REPORT_STATUS
 
-STATUS_VI = {
-    "done_on_time": "Hoàn thành đúng hạn",
-    "done_late": "Hoàn thành quá hạn",
-    "in_progress": "Đang thực hiện trong hạn",
-    "due_soon": "Sắp đến hạn",
-    "overdue": "Chưa hoàn thành – quá hạn",
-    "waived": "Miễn",
-}
+STATUS_VI = REPORT_STATUS
 DUE_SOON_DEFAULT = 3
 
 

@@ -20,7 +20,7 @@ from engine.errors import RulePackInvalid
 from engine.rules_loader import RulePack
 from notifications.mime import address, build_email, envelope_address, message_id_for, to_bytes
 from notifications.render import Rendered
-from notifications.settings import SmtpSettings
+from notifications.config import SmtpConfig
 from notifications.transport import EmailJob, write_eml
 
 log = logging.getLogger("dondoc.admin")
@@ -46,9 +46,8 @@ def render_alert(exc: RulePackInvalid, fingerprint: str, now: datetime, last_goo
 
 
 def send_rules_alert(pack: RulePack, exc: RulePackInvalid, fingerprint: str, now: datetime,
-                     smtp: SmtpSettings | None = None) -> bool:
+                     smtp: SmtpConfig) -> bool:
     """True when the alert was accepted by the server (or written to the pickup folder)."""
-    smtp = smtp or SmtpSettings()
     admin = pack.units.get(pack.info.admin_contact or "")
     if admin is None or not admin.contacts:
         log.error("no admin contact with an e-mail address in the pack: rules alert not sent")
@@ -68,7 +67,7 @@ def send_rules_alert(pack: RulePack, exc: RulePackInvalid, fingerprint: str, now
     async def send() -> None:
         await aiosmtplib.send(job.data, sender=job.sender, recipients=job.recipients, hostname=smtp.host,
                               port=smtp.effective_port, use_tls=smtp.security == "tls",
-                              start_tls=smtp.security == "starttls", username=smtp.username, password=smtp.password,
+                              start_tls=smtp.security == "starttls", username=smtp.username, password=smtp.password_value,
                               timeout=smtp.timeout, validate_certs=smtp.validate_certs)
 
     try:

@@ -38,7 +38,7 @@ from notifications.mime import BadAddress, address, build_email, envelope_addres
 from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
 from notifications.render import (KPI_STATUS_VI, NO_VALUE, Digest, DigestItem, Escalation, KpiLine, KpiOverview,
                                   KpiStatusGroup, LateUnit, Party, Renderer)
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.transport import EmailJob, Outcome, SmtpPool, post_webhook, write_eml
 
 log = logging.getLogger("dondoc.notify")
@@ -67,7 +67,7 @@ class PassReport:
         return asdict(self)
 
 
-def sending_block_reason(pack: RulePack, now: datetime, settings: NotifySettings) -> str | None:
+def sending_block_reason(pack: RulePack, now: datetime, settings: DeliveryConfig) -> str | None:
     """None when ``now`` is inside the sending window; otherwise a Vietnamese reason."""
     local = now.astimezone(ZoneInfo(pack.info.timezone))
     day = local.date()
@@ -86,8 +86,8 @@ class Context:
     pack: RulePack
     now: datetime
     today: date
-    smtp: SmtpSettings
-    settings: NotifySettings
+    smtp: SmtpConfig
+    settings: DeliveryConfig
     renderer: Renderer
     secretariat: Party
     sender_name: str
@@ -117,7 +117,7 @@ class Context:
         return self.sender_addr.rpartition("@")[2] or "dondoc.invalid"
 
 
-def _context(pack: RulePack, now: datetime, smtp: SmtpSettings, settings: NotifySettings,
+def _context(pack: RulePack, now: datetime, smtp: SmtpConfig, settings: DeliveryConfig,
              renderer: Renderer | None) -> Context:
     admin = pack.units.get(pack.info.admin_contact or "")
     sec_email = admin.contacts[0] if admin and admin.contacts else None
@@ -377,12 +377,11 @@ def _engine(db: Engine | str) -> Engine:
     return get_engine(db)
 
 
-async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: SmtpSettings | None = None,
-                   settings: NotifySettings | None = None, renderer: Renderer | None = None,
+async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: SmtpConfig, delivery: DeliveryConfig,
+                   renderer: Renderer | None = None,
                    should_stop: Callable[[], bool] | None = None, reuse_connections: bool = True) -> PassReport:
     """The delivery pass (async form, for callers that already run an event loop)."""
-    smtp = smtp or SmtpSettings()
-    settings = settings or NotifySettings()
+    settings = delivery
     report = PassReport(now=now.isoformat(), mode="smtp" if smtp.host else "pickup")
     blocked = sending_block_reason(pack, now, settings)
     if blocked:

@@ -262,12 +262,8 @@ class Renderer:
 
 
 def resolve_templates_dir(explicit: Path | None = None) -> Path | None:
-    """The override directory: explicit, else DONDOC_TEMPLATES_DIR, else none (shipped only)."""
-    if explicit is not None:
-        return explicit
-    from notifications.settings import NotifySettings
-
-    return NotifySettings().templates_dir
+    """The override directory as configured (DeliveryConfig.templates_dir), or none: shipped only."""
+    return explicit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from notifications.settings import SmtpSettings
+from notifications.config import SmtpConfig
 
 log = logging.getLogger("dondoc.notify")
 
@@ -106,7 +106,7 @@ class SmtpPool:
     ``reuse=False`` opens a connection per message (for the benchmark's comparison only).
     """
 
-    def __init__(self, cfg: SmtpSettings, *, reuse: bool = True, should_stop: Callable[[], bool] | None = None):
+    def __init__(self, cfg: SmtpConfig, *, reuse: bool = True, should_stop: Callable[[], bool] | None = None):
         self.cfg = cfg
         self.reuse = reuse
         self.should_stop = should_stop or (lambda: False)
@@ -118,7 +118,7 @@ class SmtpPool:
         return aiosmtplib.SMTP(
             hostname=cfg.host, port=cfg.effective_port, use_tls=cfg.security == "tls",
             start_tls=cfg.security == "starttls", validate_certs=cfg.validate_certs, timeout=cfg.timeout,
-            username=cfg.username, password=cfg.password if cfg.username else None,
+            username=cfg.username, password=cfg.password_value if cfg.username else None,
             local_hostname=self.local_hostname,
         )
 

@@ -53,7 +53,7 @@ STANDBY_POLL = 0.25      # seconds (real)
 
 def dondoc_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("dondoc")
-    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from engine.cli import app; app()"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from engine.app.cli import app; app()"]
 
 
 def base_env(smtp_port: int, **extra: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 from icalendar import Calendar
 from typer.testing import CliRunner
 
-from engine.cli import app
+from engine.app.cli import app
 from engine.instances import generate_instances
 from engine.rules_loader import load_pack
 from tests.conftest import CALENDAR, MINIPACK, RULES

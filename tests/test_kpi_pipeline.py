@@ -35,13 +35,13 @@ from engine.state import NoticeRow
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.render import Renderer, check_templates
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.testing import EphemeralController, RecordingHandler
 from tests.conftest import CALENDAR, MINIPACK
 from tests.test_evaluation import CAL, DIFF_POLICIES, MODES, UNITS, SUPERVISORS, generate_cases
 
 NAME = "Tỷ lệ thử nghiệm số hóa hồ sơ <Đề án 06>"      # "<" must survive HTML escaping
-FAST = NotifySettings(backoff_first_s=120, backoff_max_s=3600, max_attempts=5)
+FAST = DeliveryConfig(backoff_first_s=120, backoff_max_s=3600, max_attempts=5)
 
 KPI_YAML = f"""
 kpi_settings: {{tolerance: 0.1}}
@@ -85,8 +85,8 @@ def smtp():
     ctl.stop()
 
 
-def smtp_cfg(port: int) -> SmtpSettings:
-    return SmtpSettings(host="127.0.0.1", port=port, security="none", concurrency=2, timeout=5,
+def smtp_cfg(port: int) -> SmtpConfig:
+    return SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=2, timeout=5,
                         from_addr="dondoc@vptu.example.org", helo="test.local")
 
 
@@ -141,17 +141,17 @@ def test_behind_target_reaches_the_units_digest_once(smtp, db_url, kpipack) -> N
     rep = run_evaluate(url, kpipack, "2026-06-09T07:00")
     kpi = [n for n in rep.notices if n.kind in ("kpi", "kpi_summary")]
     assert [(n.key, n.kind) for n in kpi] == [("kpi:ty-le-2026|skhcn|behind:2026-12-31|overdue|skhcn", "kpi")]
-    first = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(port), settings=FAST)
+    first = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(port), delivery=FAST)
     assert first.failed == 0 and first.retry == 0 and first.sent >= 2
 
     # a second evaluate + deliver pass the same day adds nothing and sends nothing
     again = run_evaluate(url, kpipack, "2026-06-09T10:00")
     assert again.created == 0 and not [n for n in again.notices if n.kind in ("kpi", "kpi_summary")]
-    second = deliver(url, kpipack, at("2026-06-09T10:05"), smtp=smtp_cfg(port), settings=FAST)
+    second = deliver(url, kpipack, at("2026-06-09T10:05"), smtp=smtp_cfg(port), delivery=FAST)
     assert (second.sent, second.new_deliveries) == (0, 0)
     # … nor the next day (the overdue stage is sent; the first repeat is 20 working days later)
     run_evaluate(url, kpipack, "2026-06-10T07:00")
-    third = deliver(url, kpipack, at("2026-06-10T09:00"), smtp=smtp_cfg(port), settings=FAST)
+    third = deliver(url, kpipack, at("2026-06-10T09:00"), smtp=smtp_cfg(port), delivery=FAST)
     assert third.sent == 0
 
     ids = handler.message_ids()
@@ -195,7 +195,7 @@ def test_value_recorded_before_sending_makes_the_notice_moot(smtp, db_url, kpipa
     assert len([n for n in rep.notices if n.kind == "kpi"]) == 1
     # 08:00: the unit's May figure arrives: 35 % on 31/05/2026, path 20 + 20 × 516/730 = 34,14 % → on track
     record(url, kpipack, 35, "2026-05-31", "2026-06-09T08:00")
-    rep = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(port), delivery=FAST)
     assert rep.dropped_notices == 2                          # the item and the summary (nothing slips)
     assert all(NAME not in t and "CHỈ TIÊU" not in t for m in handler.messages
                for t in [m.message.get_body(("plain",)).get_content()])
@@ -216,10 +216,10 @@ def test_moot_after_the_digest_was_assigned(smtp, sqlite_url, kpipack) -> None:
     url = sqlite_url
     record(url, kpipack, 22, "2025-11-14", "2026-06-08T10:00")
     run_evaluate(url, kpipack, "2026-06-09T07:00")
-    down = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(free_port()), settings=FAST)
+    down = deliver(url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(free_port()), delivery=FAST)
     assert down.sent == 0 and down.retry >= 1
     record(url, kpipack, 41, "2026-05-31", "2026-06-09T09:30")      # target met early → Đạt
-    up = deliver(url, kpipack, at("2026-06-09T11:00"), smtp=smtp_cfg(port), settings=FAST)
+    up = deliver(url, kpipack, at("2026-06-09T11:00"), smtp=smtp_cfg(port), delivery=FAST)
     assert up.failed == 0
     assert not any(NAME in m.message.get_body(("plain",)).get_content() for m in handler.messages)
     [item] = [n for n in kpi_notices(url) if n.kind == "kpi"]
@@ -263,7 +263,7 @@ def test_a_kpi_typo_does_not_stop_reminders_or_digests(tmp_path, sqlite_url, kpi
     assert rep.kpi_error and "không hợp lệ" in rep.kpi_error and rep.kpi_items == 0
     assert rep.considered > 0                                # reports were evaluated all the same
     out = tmp_path / "out"
-    sent = deliver(url, kpipack, at("2026-06-10T09:00"), smtp=SmtpSettings(host=None, pickup_dir=out), settings=FAST)
+    sent = deliver(url, kpipack, at("2026-06-10T09:00"), smtp=SmtpConfig(host=None, pickup_dir=out), delivery=FAST)
     assert sent.failed == sent.retry == 0 and sent.sent >= 2
     bodies = [email.message_from_bytes(p.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
               for p in out.glob("*.eml")]
@@ -306,7 +306,7 @@ def test_escalated_kpi_item_goes_to_the_supervisor_as_a_kpi_item(tmp_path, sqlit
     assert keys == ["kpi:ty-le-2026|skhcn|behind:2026-12-31|escalation|ubnd",
                     "kpi:ty-le-2026|skhcn|behind:2026-12-31|overdue|skhcn"]
     out = Path(kpipack.directory).parent / "out"
-    deliver(sqlite_url, pack, at("2026-06-10T09:00"), smtp=SmtpSettings(host=None, pickup_dir=out), settings=FAST)
+    deliver(sqlite_url, pack, at("2026-06-10T09:00"), smtp=SmtpConfig(host=None, pickup_dir=out), delivery=FAST)
     bodies = [email.message_from_bytes(p.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
               for p in out.glob("*.eml")]
     [ubnd] = [b for b in bodies if "Kính gửi: Ủy ban nhân dân tỉnh" in b]

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import engine.kpi.cli  # noqa: F401  (registers `dondoc kpi`)
-from engine.cli import app
+from engine.app.cli import app
 from engine.clock import TZ
 from engine.db import session
 from engine.kpi import kpi_items, secretariat_summary

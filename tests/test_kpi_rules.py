@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import engine.kpi.cli  # noqa: F401  (registers `dondoc kpi`)
-from engine.cli import app
+from engine.app.cli import app
 from engine.errors import RuleError
 from engine.kpi.loader import kpi_check_errors, load_kpi
 from engine.rules_loader import load_pack

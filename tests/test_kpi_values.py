@@ -8,8 +8,7 @@ from pathlib import Path
 from sqlmodel import select
 from typer.testing import CliRunner
 
-import engine.kpi.cli  # noqa: F401  (registers `dondoc kpi`)
-from engine.cli import app
+from engine.app.cli import app
 from engine.db import session
 from engine.kpi.state import KpiValueRow
 from engine.state import AuditRow

@@ -12,7 +12,7 @@ from engine.db import get_engine, session
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.lock import sender_lock
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.testing import add_notice, instance
 from tests.conftest import CALENDAR, MINIPACK
 
@@ -28,7 +28,7 @@ def _seed(url: str, minipack) -> None:
 
 
 def test_notify_command_writes_eml_without_smtp_and_reports_json(tmp_path, sqlite_url, minipack, monkeypatch) -> None:
-    from engine.cli import app
+    from engine.app.cli import app
 
     _seed(sqlite_url, minipack)
     monkeypatch.chdir(tmp_path)
@@ -53,12 +53,12 @@ def test_notify_command_writes_eml_without_smtp_and_reports_json(tmp_path, sqlit
 
 def test_a_second_sender_waits_for_the_first(sqlite_url, minipack, tmp_path) -> None:
     _seed(sqlite_url, minipack)
-    cfg = SmtpSettings(host=None, pickup_dir=tmp_path / "out")
+    cfg = SmtpConfig(host=None, pickup_dir=tmp_path / "out")
     with sender_lock(get_engine(sqlite_url)) as mine:
         assert mine
-        rep = deliver(sqlite_url, minipack, NOW, smtp=cfg, settings=NotifySettings())
+        rep = deliver(sqlite_url, minipack, NOW, smtp=cfg, delivery=DeliveryConfig())
         assert not rep.sending_allowed and "tiến trình khác" in rep.reason and rep.sent == 0
-    assert deliver(sqlite_url, minipack, NOW, smtp=cfg, settings=NotifySettings()).sent == 2
+    assert deliver(sqlite_url, minipack, NOW, smtp=cfg, delivery=DeliveryConfig()).sent == 2
 
 
 def test_migration_0002_downgrades_and_upgrades(sqlite_url) -> None:

@@ -24,7 +24,7 @@ from engine.rules_loader import load_pack
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.testing import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack
 from tests.conftest import CALENDAR, ROOT
 
@@ -50,7 +50,7 @@ def test_sigkill_mid_batch_then_restart_delivers_each_exactly_once(tmp_path, db_
                "DONDOC_SMTP_SECURITY": "none", "DONDOC_SMTP_CONCURRENCY": "3", "DONDOC_SMTP_HELO": "test.local",
                "DONDOC_MAIL_FROM": "dondoc@vptu.example.org"}
         env.pop("DONDOC_NOW", None)
-        proc = subprocess.Popen([sys.executable, "-c", "from engine.cli import app; app()", "notify",
+        proc = subprocess.Popen([sys.executable, "-c", "from engine.app.cli import app; app()", "notify",
                                  "--as-of", "2026-11-25T09:00", "--rules", str(pack_dir), "--calendar", str(CALENDAR),
                                  "--db", db_url], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -69,9 +69,9 @@ def test_sigkill_mid_batch_then_restart_delivers_each_exactly_once(tmp_path, db_
 
         handler.kill_pid = None
         rep = deliver(db_url, pack, NOW.replace(minute=5),
-                      smtp=SmtpSettings(host="127.0.0.1", port=ctl.port, security="none", concurrency=3,
+                      smtp=SmtpConfig(host="127.0.0.1", port=ctl.port, security="none", concurrency=3,
                                         from_addr="dondoc@vptu.example.org", helo="test.local"),
-                      settings=NotifySettings())
+                      delivery=DeliveryConfig())
         assert rep.sent == N - before_restart and rep.new_deliveries == 0
     finally:
         ctl.stop()

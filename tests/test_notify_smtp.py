@@ -21,21 +21,21 @@ from engine.submissions import SubmissionIn, record_submission
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.testing import EphemeralController, RecordingHandler, add_notice, free_port, instance
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)        # Wednesday, a working day, within 07:30–17:00
-FAST = NotifySettings(backoff_first_s=120, backoff_max_s=3600, max_attempts=5)
+FAST = DeliveryConfig(backoff_first_s=120, backoff_max_s=3600, max_attempts=5)
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=TZ)
 
 
-def smtp_cfg(port: int, **kw) -> SmtpSettings:
+def smtp_cfg(port: int, **kw) -> SmtpConfig:
     base = dict(host="127.0.0.1", port=port, security="none", concurrency=2, timeout=5,
                 from_addr="dondoc@vptu.example.org", helo="test.local")
-    return SmtpSettings(**{**base, **kw})
+    return SmtpConfig(**{**base, **kw})
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def deliveries(url: str) -> dict[str, DeliveryRow]:
 
 def test_digest_arrives_once_in_vietnamese_with_both_alternatives(smtp, scenario, minipack) -> None:
     handler, port = smtp
-    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     assert (rep.sent, rep.retry, rep.failed, rep.new_deliveries) == (3, 0, 0, 3)
     got = by_rcpt(handler)
     assert sorted(got) == ["bao@example.org", "baogl@example.org", "skhcn@example.org", "vp@example.org"][1:]
@@ -105,7 +105,7 @@ def test_digest_arrives_once_in_vietnamese_with_both_alternatives(smtp, scenario
     esc = got["vp@example.org"][0].message.get_body(("plain",)).get_content()
     assert "CÁC ĐƠN VỊ CHƯA NỘP BÁO CÁO QUÁ HẠN" in esc and "Sở Khoa học và Công nghệ: quá hạn" in esc
     # a second pass sends nothing; the notices carry the Message-ID
-    again = deliver(scenario, minipack, NOW + timedelta(minutes=5), smtp=smtp_cfg(port), settings=FAST)
+    again = deliver(scenario, minipack, NOW + timedelta(minutes=5), smtp=smtp_cfg(port), delivery=FAST)
     assert (again.sent, again.new_deliveries) == (0, 0)
     assert len(handler.messages) == 3
     with session(scenario) as s:
@@ -117,7 +117,7 @@ def test_digest_arrives_once_in_vietnamese_with_both_alternatives(smtp, scenario
 def test_server_down_then_up_sends_after_backoff_once(scenario, minipack) -> None:
     port = free_port()
     cfg = smtp_cfg(port)
-    rep = deliver(scenario, minipack, NOW, smtp=cfg, settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=cfg, delivery=FAST)
     assert (rep.sent, rep.retry) == (0, 3)
     d = deliveries(scenario)["skhcn"]
     assert d.status == "retry" and "Không kết nối được máy chủ SMTP" in d.last_error
@@ -126,11 +126,11 @@ def test_server_down_then_up_sends_after_backoff_once(scenario, minipack) -> Non
     ctl = EphemeralController(handler, port=port)
     ctl.start()
     try:
-        early = deliver(scenario, minipack, NOW + timedelta(seconds=60), smtp=cfg, settings=FAST)
+        early = deliver(scenario, minipack, NOW + timedelta(seconds=60), smtp=cfg, delivery=FAST)
         assert early.sent == 0 and handler.messages == []          # backoff not over yet
-        late = deliver(scenario, minipack, NOW + timedelta(seconds=121), smtp=cfg, settings=FAST)
+        late = deliver(scenario, minipack, NOW + timedelta(seconds=121), smtp=cfg, delivery=FAST)
         assert late.sent == 3
-        deliver(scenario, minipack, NOW + timedelta(hours=1), smtp=cfg, settings=FAST)
+        deliver(scenario, minipack, NOW + timedelta(hours=1), smtp=cfg, delivery=FAST)
     finally:
         ctl.stop()
     ids = handler.message_ids()
@@ -141,13 +141,13 @@ def test_4xx_then_success_and_421_reconnects(smtp, scenario, minipack) -> None:
     handler, port = smtp
     handler.script["skhcn@example.org"] = ["451 4.3.0 Mailbox temporarily unavailable"]
     handler.script["baogl@example.org"] = ["421 4.3.2 Service shutting down"]
-    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port, concurrency=1), settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port, concurrency=1), delivery=FAST)
     assert (rep.sent, rep.retry) == (1, 2)                         # vp got its digest on a new connection
     ds = deliveries(scenario)
     assert ds["skhcn"].status == "retry" and "451" in ds["skhcn"].last_error
     assert ds["baogl"].status == "retry" and "421" in ds["baogl"].last_error
     assert not ds["skhcn"].maybe_sent                              # refused before DATA: certainly not kept
-    rep2 = deliver(scenario, minipack, NOW + timedelta(minutes=3), smtp=smtp_cfg(port), settings=FAST)
+    rep2 = deliver(scenario, minipack, NOW + timedelta(minutes=3), smtp=smtp_cfg(port), delivery=FAST)
     assert rep2.sent == 2
     assert sorted(r for m in handler.messages for r in m.rcpt_tos) == ["baogl@example.org", "skhcn@example.org", "vp@example.org"]
 
@@ -155,11 +155,11 @@ def test_4xx_then_success_and_421_reconnects(smtp, scenario, minipack) -> None:
 def test_permanent_5xx_fails_one_recipient_only_and_shows_in_outbox(smtp, scenario, minipack, monkeypatch) -> None:
     handler, port = smtp
     handler.always["skhcn@example.org"] = "550 5.1.1 User unknown"
-    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     assert (rep.sent, rep.failed) == (2, 1)
     assert sorted(r for m in handler.messages for r in m.rcpt_tos) == ["baogl@example.org", "vp@example.org"]
     monkeypatch.setenv("DONDOC_DATABASE_URL", scenario)
-    from engine.cli import app
+    from engine.app.cli import app
 
     res = CliRunner().invoke(app, ["outbox", "--failed", "--json"])
     assert res.exit_code == 0, res.output
@@ -167,14 +167,14 @@ def test_permanent_5xx_fails_one_recipient_only_and_shows_in_outbox(smtp, scenar
     assert row["recipient"] == "skhcn" and row["status"] == "failed" and "550 5.1.1 User unknown" in row["reason"]
     import engine.cli
 
-    monkeypatch.setattr(engine.cli.out, "width", 250)
+    monkeypatch.setattr(engine.app.cli.out, "width", 250)
     table = CliRunner().invoke(app, ["outbox", "--failed"])
     assert "Sở Khoa học và Công nghệ" in table.output and "550" in table.output
     # the unit's address is fixed; the secretariat re-queues the digest, same Message-ID
     handler.always.clear()
     res = CliRunner().invoke(app, ["outbox", "retry", str(row["id"])])
     assert res.exit_code == 0, res.output
-    deliver(scenario, minipack, NOW + timedelta(minutes=1), smtp=smtp_cfg(port), settings=FAST)
+    deliver(scenario, minipack, NOW + timedelta(minutes=1), smtp=smtp_cfg(port), delivery=FAST)
     [m] = by_rcpt(handler)["skhcn@example.org"]
     assert m.message_id == row["message_id"]
     assert json.loads(CliRunner().invoke(app, ["outbox", "--failed", "--json"]).output) == []
@@ -185,7 +185,7 @@ def test_moot_notice_is_dropped_not_sent(smtp, scenario, minipack) -> None:
     with session(scenario) as s:   # skhcn submits its October report before anything is sent
         record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="2026-10",
                                                     submitted_on=NOW.date()), NOW)
-    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     assert rep.dropped_notices == 2          # skhcn's overdue notice and vp's escalation about it
     got = by_rcpt(handler)
     assert "vp@example.org" not in got       # vp's digest had nothing else in it
@@ -199,12 +199,12 @@ def test_moot_notice_is_dropped_not_sent(smtp, scenario, minipack) -> None:
 def test_moot_after_digest_assigned_but_before_retry(smtp, scenario, minipack) -> None:
     handler, port = smtp
     handler.script["skhcn@example.org"] = ["451 try later"]
-    deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     with session(scenario) as s:
         for ob, per in (("thang", "2026-10"), ("nam-skhcn", "2026")):
             record_submission(s, minipack, SubmissionIn(obligation=ob, unit="skhcn", period=per,
                                                         submitted_on=NOW.date()), NOW)
-    rep = deliver(scenario, minipack, NOW + timedelta(minutes=5), smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW + timedelta(minutes=5), smtp=smtp_cfg(port), delivery=FAST)
     assert rep.sent == 0 and deliveries(scenario)["skhcn"].status == "dropped"
     assert "skhcn@example.org" not in by_rcpt(handler)
 
@@ -218,7 +218,7 @@ def test_moot_after_digest_assigned_but_before_retry(smtp, scenario, minipack) -
 ])
 def test_nothing_is_sent_outside_working_hours(smtp, scenario, minipack, moment, why) -> None:
     handler, port = smtp
-    rep = deliver(scenario, minipack, at(moment), smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, at(moment), smtp=smtp_cfg(port), delivery=FAST)
     assert not rep.sending_allowed and why in rep.reason
     assert handler.messages == [] and deliveries(scenario) == {}
 
@@ -226,7 +226,7 @@ def test_nothing_is_sent_outside_working_hours(smtp, scenario, minipack, moment,
 def test_sending_hours_are_configurable(smtp, scenario, minipack) -> None:
     handler, port = smtp
     rep = deliver(scenario, minipack, at("2026-11-25T18:30"), smtp=smtp_cfg(port),
-                  settings=NotifySettings(hours="07:00-19:00"))
+                  delivery=DeliveryConfig(send_start="07:00", send_end="19:00"))
     assert rep.sent == 3
 
 
@@ -234,7 +234,7 @@ def test_unit_name_with_crlf_cannot_inject_headers(smtp, scenario, minipack) -> 
     handler, port = smtp
     evil = "Sở Khoa học\r\nBcc: attacker@evil.example\r\nX-Injected: yes"
     minipack.units["skhcn"] = minipack.units["skhcn"].model_copy(update={"name": evil})
-    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     assert rep.sent == 3
     [m] = by_rcpt(handler)["skhcn@example.org"]
     assert m.rcpt_tos == ["skhcn@example.org"]
@@ -262,8 +262,8 @@ def test_raw_header_values_with_crlf_are_folded() -> None:
 
 def test_no_smtp_host_writes_eml_files(scenario, minipack, tmp_path) -> None:
     out = tmp_path / "mail-out"
-    cfg = SmtpSettings(host=None, pickup_dir=out, from_addr="dondoc@vptu.example.org")
-    rep = deliver(scenario, minipack, NOW, smtp=cfg, settings=FAST)
+    cfg = SmtpConfig(host=None, pickup_dir=out, from_addr="dondoc@vptu.example.org")
+    rep = deliver(scenario, minipack, NOW, smtp=cfg, delivery=FAST)
     assert rep.mode == "pickup" and rep.sent == 3
     files = sorted(out.glob("*.eml"))
     assert len(files) == 3 and not list(out.glob(".tmp-*"))
@@ -275,12 +275,12 @@ def test_new_notices_join_a_digest_waiting_for_retry(smtp, scenario, minipack) -
     """After a refused try, tomorrow's notice for the same unit goes in the same (one) message."""
     handler, port = smtp
     handler.script["skhcn@example.org"] = ["451 try later"]
-    deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), settings=FAST)
+    deliver(scenario, minipack, NOW, smtp=smtp_cfg(port), delivery=FAST)
     first = deliveries(scenario)["skhcn"]
     with session(scenario) as s:
         add_notice(s, instance(s, "nam-skhcn", "skhcn", "2026"), "remind-1")
         s.commit()
-    rep = deliver(scenario, minipack, NOW + timedelta(minutes=3), smtp=smtp_cfg(port), settings=FAST)
+    rep = deliver(scenario, minipack, NOW + timedelta(minutes=3), smtp=smtp_cfg(port), delivery=FAST)
     assert rep.new_deliveries == 0 and rep.sent == 1
     after = deliveries(scenario)["skhcn"]
     assert after.id == first.id and after.message_id != first.message_id

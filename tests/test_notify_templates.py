@@ -70,7 +70,7 @@ def test_broken_template_at_send_time_keeps_the_digest_for_retry(tmp_path, sqlit
     from engine.db import session
     from engine.sync import sync_instances
     from notifications.delivery import deliver
-    from notifications.settings import NotifySettings, SmtpSettings
+    from notifications.config import DeliveryConfig, SmtpConfig
     from notifications.testing import add_notice, instance
 
     now = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
@@ -81,10 +81,10 @@ def test_broken_template_at_send_time_keeps_the_digest_for_retry(tmp_path, sqlit
     bad = tmp_path / "tpl"
     bad.mkdir()
     (bad / "digest.txt.j2").write_text("{{ nope.x }}", encoding="utf-8")
-    cfg = SmtpSettings(host=None, pickup_dir=tmp_path / "out")
-    rep = deliver(sqlite_url, minipack, now, smtp=cfg, settings=NotifySettings(), renderer=Renderer(bad))
+    cfg = SmtpConfig(host=None, pickup_dir=tmp_path / "out")
+    rep = deliver(sqlite_url, minipack, now, smtp=cfg, delivery=DeliveryConfig(), renderer=Renderer(bad))
     assert rep.retry == 1 and not (tmp_path / "out").exists()
-    rep = deliver(sqlite_url, minipack, now.replace(hour=10), smtp=cfg, settings=NotifySettings())
+    rep = deliver(sqlite_url, minipack, now.replace(hour=10), smtp=cfg, delivery=DeliveryConfig())
     assert rep.sent == 1 and len(list((tmp_path / "out").glob("*.eml"))) == 1
 
 

@@ -13,7 +13,7 @@ from engine.rules_loader import load_pack
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
-from notifications.settings import NotifySettings, SmtpSettings
+from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.testing import WebhookReceiver, add_notice, instance
 from tests.conftest import CALENDAR, MINIPACK
 
@@ -43,10 +43,10 @@ def test_webhook_posts_the_vietnamese_digest_once(tmp_path, sqlite_url) -> None:
     with WebhookReceiver() as rx:
         pack = _pack(tmp_path, rx.port)
         _setup(sqlite_url, pack)
-        cfg = SmtpSettings(host=None, pickup_dir=tmp_path / "mail-out", from_addr="dondoc@vptu.example.org")
-        rep = deliver(sqlite_url, pack, NOW, smtp=cfg, settings=NotifySettings())
+        cfg = SmtpConfig(host=None, pickup_dir=tmp_path / "mail-out", from_addr="dondoc@vptu.example.org")
+        rep = deliver(sqlite_url, pack, NOW, smtp=cfg, delivery=DeliveryConfig())
         assert rep.sent == 3            # skhcn: e-mail + webhook; baogl: webhook only
-        again = deliver(sqlite_url, pack, NOW + timedelta(minutes=5), smtp=cfg, settings=NotifySettings())
+        again = deliver(sqlite_url, pack, NOW + timedelta(minutes=5), smtp=cfg, delivery=DeliveryConfig())
         assert again.sent == 0
     assert sorted(rx.paths) == ["/hooks/baogl", "/hooks/skhcn"]
     body = rx.bodies[rx.paths.index("/hooks/skhcn")]
@@ -65,13 +65,13 @@ def test_webhook_failure_is_retried_after_backoff(tmp_path, sqlite_url) -> None:
         rx.fail = [500, 503]
         pack = _pack(tmp_path, rx.port)
         _setup(sqlite_url, pack)
-        cfg = SmtpSettings(host=None, pickup_dir=tmp_path / "mail-out")
-        s1 = NotifySettings(webhook_concurrency=1)
-        rep = deliver(sqlite_url, pack, NOW, smtp=cfg, settings=s1)
+        cfg = SmtpConfig(host=None, pickup_dir=tmp_path / "mail-out")
+        s1 = DeliveryConfig(webhook_concurrency=1)
+        rep = deliver(sqlite_url, pack, NOW, smtp=cfg, delivery=s1)
         assert rep.retry == 2 and rx.bodies == []
         with session(sqlite_url) as s:
             d = s.exec(select(DeliveryRow).where(DeliveryRow.channel == "webhook")).first()
             assert d.status == "retry" and "json://127.0.0.1" in d.last_error and "/hooks" not in d.last_error
-        assert deliver(sqlite_url, pack, NOW + timedelta(minutes=1), smtp=cfg, settings=s1).sent == 0
-        assert deliver(sqlite_url, pack, NOW + timedelta(minutes=3), smtp=cfg, settings=s1).sent == 2
+        assert deliver(sqlite_url, pack, NOW + timedelta(minutes=1), smtp=cfg, delivery=s1).sent == 0
+        assert deliver(sqlite_url, pack, NOW + timedelta(minutes=3), smtp=cfg, delivery=s1).sent == 2
     assert sorted(rx.paths) == ["/hooks/baogl", "/hooks/skhcn"]

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from engine.cli import app
+from engine.app.cli import app
 from engine.clock import TZ
 from engine.db import session
 from engine.pipeline import evaluate

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from engine.app.cli import app
 from engine.errors import RulePackInvalid, RuleError
 from engine.rules_loader import load_pack
 from tests.conftest import CALENDAR, MINIPACK, RULES

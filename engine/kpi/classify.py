@@ -25,15 +25,9 @@ from engine.kpi.loader import DOWN, UP, KpiPack, KTarget
 from engine.kpi.model import UNITS, Indicator, fmt_num
 from engine.periods import Period, periods_between
 from engine.rules_loader import RulePack
+from engine.vi import KPI_STATUS
 
-STATUS_VI = {
-    "met": "Đạt",
-    "on_track": "Đúng tiến độ",
-    "behind": "Chậm tiến độ",
-    "missed": "Không đạt",
-    "no_data": "Thiếu số liệu",
-    "not_due": "Chưa đến kỳ đánh giá",
-}
+STATUS_VI = KPI_STATUS
 SLIPPING = ("behind", "missed", "no_data")
 STATUS_ORDER = {"missed": 0, "behind": 1, "no_data": 2, "on_track": 3, "not_due": 4, "met": 5}
 

@@ -6,7 +6,6 @@ from sqlmodel import SQLModel
 
 import engine.state  # noqa: F401  (registers the tables)
 import engine.kpi.state  # noqa: F401
-import notifications.models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

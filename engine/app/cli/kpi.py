@@ -12,12 +12,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from engine.cli import CalOpt, DbOpt, RulesOpt, _date_opt, _load, _now, _print_rule_errors, _reject_import, _session, app, err, out
+from engine.app.cli import settings, CalOpt, DbOpt, RulesOpt, _date_opt, _load, _now, _print_rule_errors, _reject_import, _session, app, err, out
 from engine.errors import RulePackInvalid
 from engine.kpi.classify import STATUS_VI
 from engine.kpi.loader import KpiPack, kpi_dir_of, load_kpi
 from engine.rules_loader import RulePack, load_pack
-from engine.settings import get_settings
 
 kpi_app = typer.Typer(help="Chỉ tiêu (KPI) của kế hoạch: kiểm tra, ghi số liệu, báo cáo, biểu đồ.", no_args_is_help=True)
 app.add_typer(kpi_app, name="kpi")
@@ -46,10 +45,10 @@ def kpi_check(directory: Optional[Path] = typer.Argument(None, help="Thư mục 
               kpi_dir: Optional[Path] = KpiOpt, calendar_dir: Optional[Path] = CalOpt,
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Kiểm tra tệp chỉ tiêu (đối chiếu đơn vị, báo cáo của bộ quy tắc); thoát 0 nếu hợp lệ, 1 kèm lỗi."""
-    s = get_settings()
+    s = settings()
     stage = "rules"
     try:
-        pack = load_pack(directory or s.rules_path(), calendar_dir or s.calendar_path())
+        pack = load_pack(directory or s.rules.path, calendar_dir or s.calendar.path)
         stage = "kpi"
         kpi = load_kpi(kpi_dir_of(pack, kpi_dir), pack)
     except RulePackInvalid as exc:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from engine import clock
-from engine.cli import CalOpt, DbOpt, RulesOpt, _db_url, _load, _now, _session, app, err, out
+from engine.app.cli import CalOpt, DbOpt, RulesOpt, _db_url, _load, _now, _session, app, err, out, settings
 
 outbox_app = typer.Typer(help="Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.")
 app.add_typer(outbox_app, name="outbox")
@@ -28,9 +28,7 @@ def _as_of(text: Optional[str], tz: str) -> datetime:
     except clock.BadDate as exc:
         raise typer.BadParameter(str(exc), param_hint="--as-of") from None
     if re.fullmatch(r"\s*(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4})\s*", text):
-        from notifications.settings import NotifySettings
-
-        start, _ = NotifySettings().window()
+        start, _ = settings().delivery.window()
         moment = datetime.combine(moment.date(), start, tzinfo=ZoneInfo(tz))
     return moment
 
@@ -42,18 +40,13 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Gửi các thư nhắc đến hạn (mỗi đơn vị một thư tổng hợp), chỉ trong giờ làm việc của ngày làm việc."""
     from notifications.delivery import deliver
-    from notifications.settings import NotifySettings, SmtpSettings
 
     pack = _load(rules, calendar_dir)
     now = _as_of(as_of, pack.info.timezone)
-    try:
-        smtp, settings = SmtpSettings(), NotifySettings()
-    except ValueError as exc:
-        err.print(f"[red]Cấu hình gửi thư không hợp lệ:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    smtp = settings().smtp
     with _session(db):   # opens (and migrates) the database, with the CLI's error message on failure
         pass
-    rep = deliver(_db_url(db), pack, now, smtp=smtp, settings=settings)
+    rep = deliver(_db_url(db), pack, now, smtp=smtp, delivery=settings().delivery)
     if as_json:
         print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
         return

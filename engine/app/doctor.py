@@ -6,22 +6,19 @@ import asyncio
 from datetime import datetime
 from pathlib import Path
 
+from engine.app.config import Settings, config_file
+
 CheckResult = tuple[bool | None, str, str]   # (ok / warning=None / failed, name, detail)
 
 
-def run_checks(rules: Path | None, calendar_dir: Path | None, db: str | None, now: datetime) -> list[CheckResult]:
+def run_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: str | None,
+               now: datetime) -> list[CheckResult]:
+    """``s`` is the configuration the command already read (a bad one never gets this far)."""
     out: list[CheckResult] = []
-    try:
-        from engine.settings import config_file, get_settings
+    cf = config_file()
+    out.append((True, "cấu hình", f"đọc từ {'tệp ' + str(cf) + ' và ' if cf else ''}biến môi trường DONDOC_*"))
 
-        s = get_settings()
-        cf = config_file()
-        out.append((True, "cấu hình", f"đọc từ {'tệp ' + str(cf) + ' và ' if cf else ''}biến môi trường DONDOC_*"))
-    except Exception as exc:
-        out.append((False, "cấu hình", f"{exc} – sửa tệp dondoc.toml hoặc biến môi trường"))
-        return out
-
-    url = db or s.database_url
+    url = db or s.database.url
     try:
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
@@ -49,7 +46,7 @@ def run_checks(rules: Path | None, calendar_dir: Path | None, db: str | None, no
         from engine.kpi import kpi_check_errors
         from engine.rules_loader import load_pack
 
-        pack = load_pack(rules or s.rules_path(), calendar_dir or s.calendar_path())
+        pack = load_pack(rules or s.rules.path, calendar_dir or s.calendar.path)
         kerrs = kpi_check_errors(pack)
         if kerrs:
             raise RulePackInvalid(kerrs)
@@ -65,14 +62,12 @@ def run_checks(rules: Path | None, calendar_dir: Path | None, db: str | None, no
     try:
         from notifications.templates import check_templates
 
-        terrs = check_templates(s.templates_dir)
+        terrs = check_templates(s.delivery.templates_dir)
         out.append((not terrs, "mẫu thư", "hợp lệ" if not terrs else "; ".join(str(e) for e in terrs[:3])))
     except ImportError:
         pass
 
-    from notifications.settings import SmtpSettings
-
-    smtp = SmtpSettings()   # the very settings the sender uses
+    smtp = s.smtp   # the very settings the sender uses
     if smtp.host:
         out.append(_smtp_check(smtp))
     else:
@@ -99,7 +94,7 @@ def _smtp_check(s) -> CheckResult:
             if s.username:
                 if not s.password:
                     return "thiếu DONDOC_SMTP_PASSWORD (mật khẩu chỉ đặt bằng biến môi trường)"
-                await client.login(s.username, s.password)
+                await client.login(s.username, s.password_value)
             return ""
         finally:
             await client.quit()

@@ -38,6 +38,9 @@ from engine.errors import RulePackInvalid
 from engine.leader import Heartbeat, leadership_for
 from engine.rules_loader import RulePack, load_pack
 from engine.simclock import TZ, Clock, install
+from notifications.admin import send_rules_alert
+from notifications.config import DeliveryConfig, SmtpConfig
+from notifications.delivery import deliver
 
 log = logging.getLogger("dondoc.daemon")
 
@@ -74,20 +77,6 @@ class ClockedScheduler(BackgroundScheduler):
             return super()._process_jobs()
 
 
-def _env_number(name: str, default: float, cast=float, minimum: float = 0.0):
-    """A daemon tuning knob from the environment (until engine/settings.py and the CLI carry it)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: phải là một số") from None
-    if value < minimum:
-        raise ValueError(f"{name}={raw!r}: phải ≥ {minimum}")
-    return value
-
-
 @dataclass
 class DaemonConfig:
     rules_dir: Path
@@ -96,14 +85,16 @@ class DaemonConfig:
     templates_dir: Path | None = None
     clock: Clock = field(default_factory=Clock)
     # real seconds between rule-file checks (a change is applied once it has been stable for one check)
-    watch_interval: float = field(default_factory=lambda: _env_number("DONDOC_WATCH_INTERVAL", 1.0, minimum=0.05))
+    watch_interval: float = 1.0
     # real seconds between leadership attempts of a standby
-    standby_poll: float = field(default_factory=lambda: _env_number("DONDOC_STANDBY_POLL", 2.0, minimum=0.05))
+    standby_poll: float = 2.0
     lease_ttl: float = 20.0
     evaluate_hour: int = 7
     evaluate_minute: int = 0
     # simulated minutes between delivery passes (raise it for very fast simulated clocks)
-    deliver_every_minutes: int = field(default_factory=lambda: _env_number("DONDOC_DELIVER_EVERY_MINUTES", 1, int, 1))
+    deliver_every_minutes: int = 1
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     tracking_start: object = None
 
 
@@ -149,9 +140,7 @@ class Daemon:
         """Tell the admin contact once per broken version; needs the last good pack for the address."""
         if self.pack is None:
             return
-        from notifications.admin import send_rules_alert
-
-        ok = send_rules_alert(self.pack, exc, fp, self.clock.now())
+        ok = send_rules_alert(self.pack, exc, fp, self.clock.now(), smtp=self.cfg.smtp)
         log.info("rules alert %s", "sent" if ok else "NOT sent", extra={"event": "rules_alert", "sent": ok})
 
     # ---- rules --------------------------------------------------------------------------------
@@ -166,7 +155,7 @@ class Daemon:
             return False
         try:
             pack = load_pack(self.cfg.rules_dir, self.cfg.calendar_dir)
-            from engine.templates_check import check_templates_for  # templates belong to the rule set
+            from engine.app.checks import check_templates_for  # templates belong to the rule set
 
             errs = check_templates_for(self.cfg.templates_dir)
             if errs:
@@ -253,13 +242,13 @@ class Daemon:
                  rep.considered, extra={"event": "evaluated", "notices_created": rep.created, "sim_now": now.isoformat()})
 
     def job_deliver(self) -> None:
-        from engine.delivery_hook import deliver
-
         now = self.clock.now()
         with self._pack_lock:
             pack = self.pack
         assert pack is not None
-        sent = deliver(self.engine, pack, now, should_stop=self.stop_event.is_set)
+        report = deliver(self.engine, pack, now, smtp=self.cfg.smtp, delivery=self.cfg.delivery,
+                         should_stop=self.stop_event.is_set)
+        sent = report.sent
         if sent:
             log.info("delivered %s at %s", sent, now.isoformat(timespec="minutes"),
                      extra={"event": "delivered", "sent": sent, "sim_now": now.isoformat()})
