@@ -295,7 +295,7 @@ def _explain(err: dict[str, Any]) -> str:
     ctx = {k: str(v).replace("'", "") for k, v in (err.get("ctx") or {}).items()}
     if kind in _MESSAGES:
         try:
-            return _MESSAGES[kind].format(**ctx)
+            return _MESSAGES[kind].format(**ctx).replace(" or ", " hoặc ")
         except KeyError:
             return _MESSAGES[kind]
     msg = str(err.get("msg", "giá trị không hợp lệ"))
