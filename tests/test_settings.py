@@ -99,3 +99,12 @@ def test_bad_setting_is_a_message_and_exit_2_from_every_command(monkeypatch, tmp
     assert res.exit_code == 2, res.output
     assert "DONDOC_SEND_START" in res.output and "Traceback" not in res.output
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit)
+
+
+def test_the_documented_file_loads(tmp_path) -> None:
+    """docs/operations.md shows a dondoc.toml: it must be one the program accepts."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    s = load_settings({}, file=toml(tmp_path, re.search(r"```toml\n(.*?)```", doc, re.S).group(1)))
+    assert s.smtp.security == "starttls" and s.smtp.effective_port == 587 and s.log.format == "json"
