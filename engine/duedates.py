@@ -1,19 +1,17 @@
-"""Where the due date is computed: one function per due rule, then the roll rule.
+"""Where the due date is computed: each due rule names its day (rules_model: `unrolled`), then the
+roll rule moves it off weekends and holidays.
 
 The due moment is the end of the due day in the pack's time zone (Asia/Ho_Chi_Minh).
 """
 
 from __future__ import annotations
 
-import calendar as _stdcal
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from typing import Callable
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 from engine.periods import Period, periods_between
-from engine.rules_model import (BeforeDate, DayOfLastMonth, FixedDate, Obligation, OnDate,
-                                WorkingDaysAfterObligation, WorkingDaysAfterPeriod)
+from engine.rules_model import Obligation
 from engine.workcalendar import WorkingCalendar
 
 END_OF_DAY = time(23, 59, 59)
@@ -26,7 +24,9 @@ class Due:
 
 
 class DueCalculator:
-    """Computes due days for obligations of one pack; memoises per (obligation, period)."""
+    """Computes due days for obligations of one pack; memoises per (obligation, period).
+
+    It is the `DueContext` the due rules see: the calendar, and other obligations' due days."""
 
     def __init__(self, obligations: dict[str, Obligation], calendar: WorkingCalendar):
         self.obligations = obligations
@@ -42,34 +42,20 @@ class DueCalculator:
                 idx[p.key] = p
         return idx
 
+    def source_due(self, obligation_id: str, period: Period) -> date | None:
+        source = self.obligations[obligation_id]
+        src_period = self._period_index(source.id, period.end).get(period.key)
+        src_due = self.due(source, src_period) if src_period else None
+        return src_due.day if src_due else None
+
     def due(self, obligation: Obligation, period: Period) -> Due | None:
         """None when the rule cannot place this period (a compiled report with no source period)."""
         memo_key = (obligation.id, period.key)
         if memo_key in self._memo:
             return self._memo[memo_key]
         rule = obligation.due
-        cal = self.calendar
-        raw: date | None
-        if isinstance(rule, DayOfLastMonth):
-            last = _stdcal.monthrange(period.end.year, period.end.month)[1]
-            raw = period.end.replace(day=last if rule.day == "last" else rule.day)
-        elif isinstance(rule, BeforeDate):
-            raw = date(period.end.year + rule.year_offset, rule.month, rule.day) - timedelta(days=1)
-        elif isinstance(rule, OnDate):
-            raw = date(period.end.year + rule.year_offset, rule.month, rule.day)
-        elif isinstance(rule, WorkingDaysAfterPeriod):
-            base = period.cutoff_end if rule.from_ == "cutoff_end" and period.cutoff_end else period.end
-            raw = cal.add_working_days(base, rule.days)
-        elif isinstance(rule, WorkingDaysAfterObligation):
-            source = self.obligations[rule.obligation]
-            src_period = self._period_index(source.id, period.end).get(period.key)
-            src_due = self.due(source, src_period) if src_period else None
-            raw = cal.add_working_days(src_due.day, rule.days) if src_due else None
-        elif isinstance(rule, FixedDate):
-            raw = rule.date
-        else:  # pragma: no cover - the model admits no other rule
-            raise TypeError(rule)
-        result = None if raw is None else Due(cal.roll(raw, rule.roll), raw)
+        raw = rule.unrolled(period, self)
+        result = None if raw is None else Due(self.calendar.roll(raw, rule.roll), raw)
         self._memo[memo_key] = result
         return result
 
@@ -77,6 +63,3 @@ class DueCalculator:
 def due_moment(day: date, tz: str) -> datetime:
     """End of the due day, local time: a report sent at 23:00 on the due day is on time."""
     return datetime.combine(day, END_OF_DAY, tzinfo=ZoneInfo(tz))
-
-
-DueFn = Callable[[Obligation, Period], Due | None]

@@ -8,39 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
-
-from engine.duedates import DueCalculator
-from engine.errors import RuleError, RulePackInvalid, display_path
-from engine.periods import periods_between
+from engine.duedates import Due, DueCalculator
+from engine.errors import CROSS_CHECK, RuleError, RulePackInvalid, display_path
+from engine.packload import Section, Source, content_hash, dedup, load_sections, single_block, yaml_files
+from engine.periods import Period, periods_between
 from engine.rules_model import (Group, Obligation, PackInfo, ReminderPolicy, Unit,
                                 WorkingDaysAfterObligation)
 from engine.workcalendar import WorkingCalendar, load_overrides
-from engine.yamlsource import LineMap, load_yaml, validation_errors
 
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "units": Unit, "groups": Group, "obligations": Obligation, "reminder_policies": ReminderPolicy,
+__all__ = ["RulePack", "Source", "load_pack"]
+
+_SECTIONS: dict[str, Section] = {
+    "pack": Section(PackInfo, many=False),
+    "units": Section(Unit, namespace="party"),      # reporters name a unit or a group: one namespace
+    "groups": Section(Group, namespace="party"),
+    "obligations": Section(Obligation),
+    "reminder_policies": Section(ReminderPolicy),
 }
-_SECTION_VI = {"units": "đơn vị", "groups": "nhóm", "obligations": "nghĩa vụ báo cáo",
-               "reminder_policies": "chính sách nhắc"}
-
-
-@dataclass(frozen=True)
-class Source:
-    file: str
-    line: int | None
-    path: tuple[Any, ...]
-    lines: LineMap
-
-    def at(self, *sub: Any) -> int | None:
-        p = self.path + sub
-        while p:
-            if p in self.lines:
-                return self.lines[p]
-            p = p[:-1]
-        return self.line
+_LISTS = [k for k, s in _SECTIONS.items() if s.many]
 
 
 @dataclass
@@ -122,265 +109,318 @@ class RulePack:
 def load_pack(directory: Path, calendar_dir: Path | None = None) -> RulePack:
     """Parse, validate and cross-check; raise RulePackInvalid listing every problem."""
     directory = Path(directory)
+    files = yaml_files(directory, "không tìm thấy thư mục quy tắc", "thư mục không có tệp .yaml nào")
     errors: list[RuleError] = []
-    if not directory.is_dir():
-        raise RulePackInvalid([RuleError(display_path(directory), None, "", "không tìm thấy thư mục quy tắc")])
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    if not files:
-        raise RulePackInvalid([RuleError(display_path(directory), None, "", "thư mục không có tệp .yaml nào")])
-
     try:
         calendar = WorkingCalendar(load_overrides(calendar_dir))
     except RulePackInvalid as exc:
         errors.extend(exc.errors)
         calendar = WorkingCalendar()
 
-    infos: list[tuple[PackInfo, Source]] = []
-    items: dict[str, list[tuple[Any, Source]]] = {k: [] for k in _SECTIONS}
-    for path in files:
-        fname = display_path(path)
-        data, lines, errs = load_yaml(path)
-        errors.extend(errs)
-        if errs or data is None:
-            continue
-        if not isinstance(data, dict):
-            errors.append(RuleError(fname, 1, "", "tệp phải là một mapping với các khóa pack, units, groups, obligations, reminder_policies"))
-            continue
-        for key, value in data.items():
-            if key == "pack":
-                try:
-                    infos.append((PackInfo.model_validate(value), Source(fname, lines.get(("pack",)), ("pack",), lines)))
-                except ValidationError as exc:
-                    errors.extend(validation_errors(exc, fname, lines, ("pack",)))
-                continue
-            if key not in _SECTIONS:
-                errors.append(RuleError(fname, lines.get((key,)), str(key),
-                                        f"mục “{key}” không được hỗ trợ; chỉ dùng: pack, " + ", ".join(_SECTIONS)))
-                continue
-            if not isinstance(value, list):
-                errors.append(RuleError(fname, lines.get((key,)), str(key), "cần một danh sách (mỗi phần tử bắt đầu bằng “- ”)"))
-                continue
-            model = _SECTIONS[key]
-            for i, raw in enumerate(value):
-                src = Source(fname, lines.get((key, i)), (key, i), lines)
-                try:
-                    items[key].append((model.model_validate(raw), src))
-                except ValidationError as exc:
-                    errors.extend(validation_errors(exc, fname, lines, (key, i)))
-
-    # Ids: one namespace for units+groups (reporters name either), one each for the rest.
-    sources: dict[tuple[str, str], Source] = {}
-    first_seen: dict[tuple[str, str], Source] = {}
-    tables: dict[str, dict[str, Any]] = {k: {} for k in _SECTIONS}
-    for key in _SECTIONS:
-        ns = "party" if key in ("units", "groups") else key
-        for obj, src in items[key]:
-            prev = first_seen.get((ns, obj.id))
-            if prev is not None:
-                errors.append(RuleError(src.file, src.at("id"), f"{key}[{src.path[1]}].id",
-                                        f"mã “{obj.id}” bị trùng: đã dùng ở {prev.file}:{prev.line}; mỗi mã chỉ được khai báo một lần"))
-                continue
-            first_seen[(ns, obj.id)] = src
-            tables[key][obj.id] = obj
-            sources[(key, obj.id)] = src
-
-    if not infos:
+    loaded = load_sections(files, _SECTIONS,
+                           "tệp phải là một mapping với các khóa pack, units, groups, obligations, reminder_policies",
+                           "mục “{key}” không được hỗ trợ; chỉ dùng: " + ", ".join(_SECTIONS))
+    errors.extend(loaded.errors)
+    infos = loaded.blocks["pack"]
+    pack_src: Source | None = infos[0][1] if infos else None
+    if not loaded.block_seen["pack"]:
         errors.append(RuleError(display_path(directory), None, "pack",
                                 "thiếu khối “pack:” (mã gói, tên, múi giờ, ngày bắt đầu theo dõi) trong một tệp"))
-        info = PackInfo(id="unknown", name="?")
-    else:
-        info = infos[0][0]
-        for _, src in infos[1:]:
-            errors.append(RuleError(src.file, src.line, "pack", f"khối “pack:” đã có ở {infos[0][1].file}:{infos[0][1].line}; chỉ được có một"))
+    errors.extend(single_block(loaded, "pack", "pack"))
+    info = infos[0][0] if infos else PackInfo(id="unknown", name="?")
 
-    pack = RulePack(directory, info, tables["units"], tables["groups"], tables["obligations"],
-                    tables["reminder_policies"], calendar, sources, [display_path(p) for p in files],
-                    _version(files, calendar_dir))
-    errors.extend(_cross_check(pack, infos[0][1] if infos else None))
+    t = loaded.tables
+    pack = RulePack(directory, info, t["units"], t["groups"], t["obligations"], t["reminder_policies"],
+                    calendar, loaded.sources, [display_path(p) for p in files], _version(files, calendar_dir))
+    errors.extend(_cross_check(pack, pack_src, loaded.broken, pack_ok=bool(infos) and len(loaded.block_seen["pack"]) == 1))
     if errors:
-        raise RulePackInvalid(errors)
+        raise RulePackInvalid(dedup(errors))
     return pack
 
 
-def _cross_check(pack: RulePack, pack_src: Source | None) -> list[RuleError]:
-    errs: list[RuleError] = []
-    units, groups, obls, pols = pack.units, pack.groups, pack.obligations, pack.policies
-    parties = set(units) | set(groups)
+# ───────────── cross-checks: each a small function over one `_Checks` context ─────────────
 
-    def err(kind: str, oid: str, msg: str, *sub: Any) -> None:
-        src = pack.sources[(kind, oid)]
-        fld = f"{kind}[{src.path[1]}]" + "".join(f".{s}" if isinstance(s, str) else f"[{s}]" for s in sub)
-        errs.append(RuleError(src.file, src.at(*sub), fld, msg))
+@dataclass
+class _Checks:
+    pack: RulePack
+    pack_src: Source | None          # None when the pack block is missing or invalid
+    broken: set[str]                 # ids declared but not loaded: references to them are not blamed
+    errors: list[RuleError] = field(default_factory=list)
+    refs_ok: bool = True             # every reference resolves: the date checks can run
+    dues: dict[str, dict[str, tuple[Period, Due]]] = field(default_factory=dict)
 
-    if pack_src is not None:
-        if pack.info.admin_contact and pack.info.admin_contact not in units:
-            errs.append(RuleError(pack_src.file, pack_src.at("admin_contact"), "pack.admin_contact",
-                                  f"không có đơn vị “{pack.info.admin_contact}”"))
-        if pack.info.check_from and pack.info.check_until and pack.info.check_until < pack.info.check_from:
-            errs.append(RuleError(pack_src.file, pack_src.at("check_until"), "pack.check_until", "check_until trước check_from"))
-        try:
-            from zoneinfo import ZoneInfo
-            ZoneInfo(pack.info.timezone)
-        except Exception:
-            errs.append(RuleError(pack_src.file, pack_src.at("timezone"), "pack.timezone", f"múi giờ “{pack.info.timezone}” không tồn tại"))
+    def err(self, kind: str, oid: str, msg: str, *sub: Any) -> None:
+        self.errors.append(self.pack.sources[(kind, oid)].error(msg, *sub))
 
+    def missing(self, ref: str, known: Any) -> bool:
+        """True when `ref` is not in `known` and should be reported (it is not one of the broken ids)."""
+        if ref in known:
+            return False
+        self.refs_ok = False
+        return ref not in self.broken
+
+    @property
+    def parties(self) -> set[str]:
+        return set(self.pack.units) | set(self.pack.groups)
+
+
+def _check_pack_block(c: _Checks) -> None:
+    info, src = c.pack.info, c.pack_src
+    if src is None:
+        return
+    if info.admin_contact and c.missing(info.admin_contact, c.pack.units):
+        c.errors.append(src.error(f"không có đơn vị “{info.admin_contact}”", "admin_contact"))
+    if info.check_from and info.check_until and info.check_until < info.check_from:
+        c.errors.append(src.error("check_until trước check_from", "check_until"))
+    if info.check_from and info.check_until and info.check_until.year - info.check_from.year > _MAX_CHECK_YEARS:
+        c.errors.append(src.error(f"khoảng kiểm tra từ check_from đến check_until dài quá {_MAX_CHECK_YEARS} năm", "check_until"))
+    try:
+        from zoneinfo import ZoneInfo
+        ZoneInfo(info.timezone)
+    except Exception:
+        c.errors.append(src.error(f"múi giờ “{info.timezone}” không tồn tại", "timezone"))
+    if info.default_reminder_policy not in c.pack.policies and info.default_reminder_policy not in c.broken:
+        c.errors.append(src.error(f"chính sách nhắc mặc định “{info.default_reminder_policy}” chưa được khai báo "
+                                  "trong reminder_policies", "default_reminder_policy"))
+
+
+def _check_units(c: _Checks) -> None:
+    units = c.pack.units
     for uid, u in units.items():
-        if u.supervisor and u.supervisor not in units:
-            err("units", uid, f"cơ quan cấp trên “{u.supervisor}” không có trong danh sách đơn vị", "supervisor")
-        if u.successor and u.successor not in units:
-            err("units", uid, f"đơn vị kế thừa “{u.successor}” không có trong danh sách đơn vị", "successor")
+        if u.supervisor and c.missing(u.supervisor, units):
+            c.err("units", uid, f"cơ quan cấp trên “{u.supervisor}” không có trong danh sách đơn vị", "supervisor")
+        if u.successor and c.missing(u.successor, units):
+            c.err("units", uid, f"đơn vị kế thừa “{u.successor}” không có trong danh sách đơn vị", "successor")
         if u.successor and not u.valid_until:
-            err("units", uid, "có đơn vị kế thừa nhưng không có valid_until (ngày đơn vị kết thúc)", "successor")
-    hooks = [(uid, i, url) for uid, u in units.items() for i, url in enumerate(u.webhooks)]
-    if hooks:
-        import apprise  # only when a pack uses webhooks: it is a heavy import
+            c.err("units", uid, "có đơn vị kế thừa nhưng không có valid_until (ngày đơn vị kết thúc)", "successor")
 
-        for uid, i, url in hooks:
-            if any(c in url for c in "\r\n ") or not apprise.Apprise().add(url):
-                err("units", uid, "địa chỉ webhook không hợp lệ (dạng Apprise, ví dụ json://máy-chủ/đường-dẫn, "
-                    "tgram://token/chat, mmost://máy-chủ/token)", "webhooks", i)
-    for uid in units:  # successor cycles
+
+def _check_webhooks(c: _Checks) -> None:
+    hooks = [(uid, i, url) for uid, u in c.pack.units.items() for i, url in enumerate(u.webhooks)]
+    if not hooks:
+        return
+    import apprise  # only when a pack uses webhooks: it is a heavy import
+
+    for uid, i, url in hooks:
+        try:
+            ok = not any(ch in url for ch in "\r\n ") and apprise.Apprise().add(url)
+        except Exception:
+            ok = False
+        if not ok:
+            c.err("units", uid, "địa chỉ webhook không hợp lệ (dạng Apprise, ví dụ json://máy-chủ/đường-dẫn, "
+                  "tgram://token/chat, mmost://máy-chủ/token)", "webhooks", i)
+
+
+def _check_successor_cycles(c: _Checks) -> None:
+    units = c.pack.units
+    for uid in units:
         seen, cur = [], uid
         while cur in units and units[cur].successor and cur not in seen:
             seen.append(cur)
             cur = units[cur].successor
         if cur in seen and cur == uid:
-            err("units", uid, "chuỗi đơn vị kế thừa bị vòng lặp: " + " → ".join(seen + [cur]), "successor")
+            c.err("units", uid, "chuỗi đơn vị kế thừa bị vòng lặp: " + " → ".join(seen + [cur]), "successor")
 
+
+def _check_groups(c: _Checks) -> None:
+    groups, parties = c.pack.groups, c.parties
     for gid, g in groups.items():
         for i, m in enumerate(g.members):
-            if m not in parties:
-                err("groups", gid, f"thành viên “{m}” không phải đơn vị hay nhóm đã khai báo", "members", i)
+            if c.missing(m, parties):
+                c.err("groups", gid, f"thành viên “{m}” không phải đơn vị hay nhóm đã khai báo", "members", i)
+    cyclic, depth = _group_shape(groups)
     for gid in groups:
-        if _group_cycle(groups, gid, []):
-            err("groups", gid, "nhóm chứa chính nó (trực tiếp hoặc qua nhóm khác)", "members")
+        if gid in cyclic:
+            c.refs_ok = False
+            c.err("groups", gid, "nhóm chứa chính nó (trực tiếp hoặc qua nhóm khác)", "members")
+        elif depth[gid] > _MAX_GROUP_DEPTH:
+            c.refs_ok = False
+            c.err("groups", gid, f"nhóm lồng nhau quá {_MAX_GROUP_DEPTH} cấp", "members")
 
-    default_pol = pack.info.default_reminder_policy
-    for pid, p in pols.items():
+
+def _check_policies(c: _Checks) -> None:
+    for pid, p in c.pack.policies.items():
         for i, target in enumerate(p.escalate_to):
-            if target != "supervisor" and target not in units:
-                err("reminder_policies", pid, f"nơi nhận báo cáo vượt cấp “{target}” không phải đơn vị đã khai báo (hoặc từ khóa supervisor)", "escalate_to", i)
+            if target != "supervisor" and c.missing(target, c.pack.units):
+                c.err("reminder_policies", pid, f"nơi nhận báo cáo vượt cấp “{target}” không phải đơn vị đã khai báo "
+                      "(hoặc từ khóa supervisor)", "escalate_to", i)
 
-    ok_refs = True
+
+def _check_obligation_refs(c: _Checks) -> None:
+    obls, pols, parties = c.pack.obligations, c.pack.policies, c.parties
     for oid, o in obls.items():
         for i, r in enumerate(o.reporters):
-            if r not in parties:
-                ok_refs = False
-                err("obligations", oid, f"đơn vị/nhóm báo cáo “{r}” chưa được khai báo", "reporters", i)
-        if o.recipient not in units:
-            ok_refs = False
-            err("obligations", oid, f"nơi nhận “{o.recipient}” không phải đơn vị đã khai báo", "recipient")
-        for i, c in enumerate(o.compiles):
-            if c not in obls:
-                ok_refs = False
-                err("obligations", oid, f"báo cáo được tổng hợp “{c}” không có", "compiles", i)
-        for i, s in enumerate(o.supersedes):
-            if s not in obls:
-                err("obligations", oid, f"báo cáo bị thay thế “{s}” không có", "supersedes", i)
-        if isinstance(o.due, WorkingDaysAfterObligation):
-            src = obls.get(o.due.obligation)
-            if src is None:
-                ok_refs = False
-                err("obligations", oid, f"hạn nộp tính theo báo cáo “{o.due.obligation}” không có", "due", "obligation")
-            elif src.recurrence.freq != o.recurrence.freq or not set(o.recurrence.months or range(1, 13)) <= set(src.recurrence.months or range(1, 13)):
-                ok_refs = False
-                err("obligations", oid, f"báo cáo tổng hợp phải cùng kỳ với “{src.id}” (freq {src.recurrence.freq}, months {src.recurrence.months or 'tất cả'}), "
-                    f"đang là freq {o.recurrence.freq}, months {o.recurrence.months or 'tất cả'}", "due", "obligation")
-        pol = o.reminder_policy or default_pol
-        if pol not in pols:
-            err("obligations", oid, f"chính sách nhắc “{pol}” chưa được khai báo trong reminder_policies", "reminder_policy" if o.reminder_policy else "id")
-    # dependency cycles among compiled due rules
+            if c.missing(r, parties):
+                c.err("obligations", oid, f"đơn vị/nhóm báo cáo “{r}” chưa được khai báo", "reporters", i)
+        if c.missing(o.recipient, c.pack.units):
+            c.err("obligations", oid, f"nơi nhận “{o.recipient}” không phải đơn vị đã khai báo", "recipient")
+        for i, ref in enumerate(o.compiles):
+            if c.missing(ref, obls):
+                c.err("obligations", oid, f"báo cáo được tổng hợp “{ref}” không có", "compiles", i)
+        for i, ref in enumerate(o.supersedes):
+            if ref not in obls and ref not in c.broken:
+                c.err("obligations", oid, f"báo cáo bị thay thế “{ref}” không có", "supersedes", i)
+        if o.reminder_policy and o.reminder_policy not in pols and o.reminder_policy not in c.broken:
+            c.err("obligations", oid, f"chính sách nhắc “{o.reminder_policy}” chưa được khai báo trong reminder_policies",
+                  "reminder_policy")
+        # (an unknown default policy is reported once, on the pack block)
+
+
+def _check_compiled_sources(c: _Checks) -> None:
+    obls = c.pack.obligations
+    for oid, o in obls.items():
+        if not isinstance(o.due, WorkingDaysAfterObligation):
+            continue
+        src = obls.get(o.due.obligation)
+        if src is None:
+            if c.missing(o.due.obligation, obls):
+                c.err("obligations", oid, f"hạn nộp tính theo báo cáo “{o.due.obligation}” không có", "due", "obligation")
+        elif src.recurrence.freq != o.recurrence.freq or not set(o.recurrence.months or range(1, 13)) <= set(src.recurrence.months or range(1, 13)):
+            c.refs_ok = False
+            c.err("obligations", oid, f"báo cáo tổng hợp phải cùng kỳ với “{src.id}” (freq {src.recurrence.freq}, "
+                  f"months {src.recurrence.months or 'tất cả'}), đang là freq {o.recurrence.freq}, "
+                  f"months {o.recurrence.months or 'tất cả'}", "due", "obligation")
+
+
+def _check_due_cycles(c: _Checks) -> None:
+    obls = c.pack.obligations
     for oid in obls:
         chain, cur = [], oid
         while cur in obls and isinstance(obls[cur].due, WorkingDaysAfterObligation) and cur not in chain:
             chain.append(cur)
             cur = obls[cur].due.obligation
         if cur == oid and chain:
-            ok_refs = False
-            err("obligations", oid, "hạn nộp phụ thuộc vòng tròn: " + " → ".join(chain + [cur]), "due", "obligation")
+            c.refs_ok = False
+            c.err("obligations", oid, "hạn nộp phụ thuộc vòng tròn: " + " → ".join(chain + [cur]), "due", "obligation")
 
-    if errs or not ok_refs:
-        return errs
 
-    # Date checks over the horizon: compiled order, ND 09 cut-off gap, orphaned duties.
-    lo = pack.info.check_from or date(2025, 1, 1)
-    hi = pack.info.check_until or date(2027, 12, 31)
-    calc = pack.due_calculator()
-    cal = pack.calendar
-    dues: dict[str, dict[str, Any]] = {}
-    for oid, o in obls.items():
-        dues[oid] = {}
+# ── date checks over the horizon (they need every reference resolved) ──
+
+def _horizon(c: _Checks) -> tuple[date, date]:
+    info = c.pack.info
+    return info.check_from or date(2025, 1, 1), info.check_until or date(2027, 12, 31)
+
+
+def _compute_dues(c: _Checks) -> None:
+    lo, hi = _horizon(c)
+    calc = c.pack.due_calculator()
+    for oid, o in c.pack.obligations.items():
+        c.dues[oid] = {}
         for p in periods_between(o, date(lo.year - 1, 1, 1), date(hi.year + 1, 12, 31)):
             d = calc.due(o, p)
             if d is not None:
-                dues[oid][p.key] = (p, d)
-    for oid, o in obls.items():
-        for p, d in dues[oid].values():
+                c.dues[oid][p.key] = (p, d)
+
+
+def _check_deadlines(c: _Checks) -> None:
+    """The recipient still exists on each due day; ND 09/2019: a working day after the cut-off."""
+    lo, hi = _horizon(c)
+    pack, cal = c.pack, c.pack.calendar
+    for oid, o in pack.obligations.items():
+        for p, d in c.dues[oid].values():
             if not (lo <= d.day <= hi) or not pack.in_force(o, d.day):
                 continue
-            if not units[o.recipient].valid_on(d.day):
-                err("obligations", oid, f"kỳ {p.label}: nơi nhận “{o.recipient}” không còn tồn tại vào ngày hạn {d.day:%d/%m/%Y}; "
-                    "đổi nơi nhận sang đơn vị kế thừa hoặc đặt effective_until", "recipient")
+            if not pack.units[o.recipient].valid_on(d.day):
+                c.err("obligations", oid, f"kỳ {p.label}: nơi nhận “{o.recipient}” không còn tồn tại vào ngày hạn "
+                      f"{d.day:%d/%m/%Y}; đổi nơi nhận sang đơn vị kế thừa hoặc đặt effective_until", "recipient")
                 break
             if p.cutoff_end and cal.working_days_between(p.cutoff_end, d.day) < 1:
-                err("obligations", oid,
-                    f"kỳ {p.label}: hạn nộp {d.day:%d/%m/%Y} không cách ngày chốt số liệu {p.cutoff_end:%d/%m/%Y} "
-                    "ít nhất một ngày làm việc (Nghị định 09/2019, Điều 8 khoản 5)", "due")
+                c.err("obligations", oid,
+                      f"kỳ {p.label}: hạn nộp {d.day:%d/%m/%Y} không cách ngày chốt số liệu {p.cutoff_end:%d/%m/%Y} "
+                      "ít nhất một ngày làm việc (Nghị định 09/2019, Điều 8 khoản 5)", "due")
                 break
+
+
+def _check_compiled_order(c: _Checks) -> None:
+    """A compiled report falls due after every report it compiles."""
+    lo, hi = _horizon(c)
+    for oid, o in c.pack.obligations.items():
         sources_ = list(o.compiles)
         if isinstance(o.due, WorkingDaysAfterObligation) and o.due.obligation not in sources_:
             sources_.append(o.due.obligation)
         for sid in sources_:
-            for key, (p, d) in dues[oid].items():
-                if not (lo <= d.day <= hi) or key not in dues[sid]:
+            for key, (p, d) in c.dues[oid].items():
+                if not (lo <= d.day <= hi) or key not in c.dues[sid]:
                     continue
-                sd = dues[sid][key][1]
+                sd = c.dues[sid][key][1]
                 if d.day <= sd.day:
                     field_ = ("compiles", o.compiles.index(sid)) if sid in o.compiles else ("due",)
-                    err("obligations", oid,
-                        f"báo cáo tổng hợp kỳ {p.label} đến hạn {d.day:%d/%m/%Y}, không sau hạn {sd.day:%d/%m/%Y} "
-                        f"của báo cáo “{sid}” mà nó tổng hợp; hãy lùi hạn báo cáo tổng hợp", *field_)
+                    c.err("obligations", oid,
+                          f"báo cáo tổng hợp kỳ {p.label} đến hạn {d.day:%d/%m/%Y}, không sau hạn {sd.day:%d/%m/%Y} "
+                          f"của báo cáo “{sid}” mà nó tổng hợp; hãy lùi hạn báo cáo tổng hợp", *field_)
                     break
-        # orphans: a reporter ends, no successor, while the duty is still in force
-        for uid in pack.reporters(o):
+
+
+def _check_orphans(c: _Checks) -> None:
+    """A reporter ends without a successor while the duty is still in force."""
+    units = c.pack.units
+    for oid, o in c.pack.obligations.items():
+        for uid in c.pack.reporters(o):
             chain, cur = set(), uid
             while cur and cur not in chain:
                 chain.add(cur)
                 u = units[cur]
                 if u.valid_until and not u.successor and (o.effective_until is None or o.effective_until > u.valid_until):
-                    err("units", cur,
-                        f"đơn vị kết thúc ngày {u.valid_until:%d/%m/%Y} nhưng không có đơn vị kế thừa, "
-                        f"trong khi nghĩa vụ “{oid}” vẫn còn hiệu lực sau ngày đó: khai báo successor cho đơn vị "
-                        "hoặc effective_until cho nghĩa vụ", "valid_until")
+                    c.err("units", cur,
+                          f"đơn vị kết thúc ngày {u.valid_until:%d/%m/%Y} nhưng không có đơn vị kế thừa, "
+                          f"trong khi nghĩa vụ “{oid}” vẫn còn hiệu lực sau ngày đó: khai báo successor cho đơn vị "
+                          "hoặc effective_until cho nghĩa vụ", "valid_until")
                     break
                 cur = u.successor
-    return _dedup(errs)
+
+
+_MAX_CHECK_YEARS = 20
+_MAX_GROUP_DEPTH = 20
+_REFERENCE_CHECKS: list[Callable[[_Checks], None]] = [
+    _check_pack_block, _check_units, _check_webhooks, _check_successor_cycles, _check_groups,
+    _check_policies, _check_obligation_refs, _check_compiled_sources, _check_due_cycles,
+]
+_DATE_CHECKS: list[Callable[[_Checks], None]] = [
+    _compute_dues, _check_deadlines, _check_compiled_order, _check_orphans,
+]
+
+
+def _cross_check(pack: RulePack, pack_src: Source | None, broken: set[str] = frozenset(),
+                 pack_ok: bool = True) -> list[RuleError]:
+    c = _Checks(pack, pack_src if pack_ok else None, set(broken))
+    for check in _REFERENCE_CHECKS:
+        check(c)
+    if c.errors or not c.refs_ok or not pack_ok:
+        return dedup(c.errors)
+    for check in _DATE_CHECKS:
+        check(c)
+    return dedup(c.errors)
 
 
 def _version(files: list[Path], calendar_dir: Path | None) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
     extra = sorted(calendar_dir.glob("*.yaml")) if calendar_dir and calendar_dir.is_dir() else []
-    for p in list(files) + extra:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    return content_hash(list(files) + extra)
 
 
-def _group_cycle(groups: dict[str, Group], gid: str, stack: list[str]) -> bool:
-    if gid in stack:
-        return True
-    g = groups.get(gid)
-    if g is None:
-        return False
-    return any(_group_cycle(groups, m, stack + [gid]) for m in g.members if m in groups)
-
-
-def _dedup(errs: list[RuleError]) -> list[RuleError]:
-    seen, out = set(), []
-    for e in errs:
-        if e not in seen:
-            seen.add(e)
-            out.append(e)
-    return out
+def _group_shape(groups: dict[str, Group]) -> tuple[set[str], dict[str, int]]:
+    """Groups from which a cycle is reachable, and each group's nesting depth (iterative: no recursion limit)."""
+    state: dict[str, int] = {}          # 1: on the stack, 2: done
+    cyclic: set[str] = set()
+    depth: dict[str, int] = {}
+    for root in groups:
+        if root in state:
+            continue
+        stack = [(root, iter([m for m in groups[root].members if m in groups]))]
+        state[root] = 1
+        while stack:
+            gid, children = stack[-1]
+            for m in children:
+                if state.get(m) == 1:
+                    cyclic.add(gid)
+                elif m not in state:
+                    state[m] = 1
+                    stack.append((m, iter([x for x in groups[m].members if x in groups])))
+                    break
+            else:
+                stack.pop()
+                state[gid] = 2
+                kids = [m for m in groups[gid].members if m in groups]
+                if any(m in cyclic for m in kids):
+                    cyclic.add(gid)
+                depth[gid] = 1 + max((depth.get(m, 0) for m in kids), default=0)
+    return cyclic, depth

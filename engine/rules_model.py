@@ -7,13 +7,42 @@ The full language is documented in docs/rule-language.md.
 from __future__ import annotations
 
 import calendar as _stdcal
-from datetime import date
-from typing import Annotated, Literal, Union
+import re
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, Union
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from engine.limits import MAX_YEAR, MIN_YEAR, YEARS_VI
+
+if TYPE_CHECKING:
+    from engine.periods import Period
+    from engine.workcalendar import WorkingCalendar
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=80)]
+
+
+def _in_years(v: date) -> date:
+    if not (MIN_YEAR <= v.year <= MAX_YEAR):
+        raise ValueError(f"ngày {v.day:02d}/{v.month:02d}/{v.year:04d}: năm {v.year} nằm ngoài khoảng được hỗ trợ ({YEARS_VI})")
+    return v
+
+
+Day = Annotated[date, AfterValidator(_in_years)]
+"""A date in the supported years (engine/limits.py): 0001-01-01 or 9999-12-31 is a typo."""
+
+# Line and paragraph separators a YAML string may carry ("\v", "\f", NEL, U+2028, CR/LF, tabs)
+# and other control characters: in a name they become line breaks in a mail body or a header.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+")
+
+
+def _fold(v: object) -> object:
+    return _BREAKS.sub(" ", v).strip() if isinstance(v, str) else v
+
+
+OneLine = Annotated[str, BeforeValidator(_fold), Field(min_length=1)]
+"""Text shown on one line (names, titles): every run of line breaks and spaces becomes one space."""
 Roll = Literal["forward", "backward", "keep"]
 UnitKind = Literal["so", "ban_dang", "cap_uy", "mat_tran", "doan_the", "bao_dai", "ubnd", "bcd",
                    "van_phong", "trung_uong", "khac"]
@@ -34,12 +63,12 @@ class _Strict(BaseModel):
 
 class PackInfo(_Strict):
     id: Id
-    name: str = Field(min_length=1)
+    name: OneLine
     timezone: str = "Asia/Ho_Chi_Minh"
-    tracking_start: date | None = None
+    tracking_start: Day | None = None
     admin_contact: Id | None = None
-    check_from: date | None = None
-    check_until: date | None = None
+    check_from: Day | None = None
+    check_until: Day | None = None
     default_reminder_policy: Id = "mac-dinh"
 
 
@@ -52,22 +81,26 @@ def _check_email(value: str) -> str:
 
 class Unit(_Strict):
     id: Id
-    name: str = Field(min_length=1)
+    name: OneLine
     kind: UnitKind
     contacts: list[str] = []
     webhooks: list[str] = []
     supervisor: Id | None = None
-    valid_from: date | None = None
-    valid_until: date | None = None
+    valid_from: Day | None = None
+    valid_until: Day | None = None
     successor: Id | None = None
     notes: str | None = None
 
     @field_validator("name")
     @classmethod
-    def _one_line(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\x00"):
-            raise ValueError("tên đơn vị phải nằm trên một dòng")
-        return v.strip()
+    def _header_safe(cls, v: str) -> str:
+        # The name is the display name of the unit's e-mail address. Commas are quoted by the
+        # mail layer (seed names have them); these characters only ever come from a slip.
+        bad = sorted({c for c in v if c in "<>;"})
+        if bad:
+            raise ValueError("tên đơn vị không được chứa ký tự " + " ".join(f"“{c}”" for c in bad)
+                             + " (tên được dùng làm tên người nhận trong thư điện tử)")
+        return v
 
     @field_validator("contacts")
     @classmethod
@@ -89,7 +122,7 @@ class Unit(_Strict):
 
 class Group(_Strict):
     id: Id
-    name: str = Field(min_length=1)
+    name: OneLine
     members: list[Id] = Field(min_length=1)
 
 
@@ -105,9 +138,16 @@ class Recurrence(_Strict):
     freq: Freq
     months: list[Annotated[int, Field(ge=1, le=12)]] | None = None
     months_interval: Annotated[int, Field(ge=1, le=240)] | None = None
-    anchor: date | None = None
-    start: date | None = None
-    end: date | None = None
+    anchor: Day | None = None
+    start: Day | None = None
+    end: Day | None = None
+
+    @field_validator("months")
+    @classmethod
+    def _some_month(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not v:
+            raise ValueError("months rỗng: nghĩa vụ sẽ không bao giờ đến hạn; bỏ months để dùng mọi kỳ")
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> "Recurrence":
@@ -141,8 +181,20 @@ def _real_day(day: int, month: int) -> None:
         raise ValueError(f"ngày {day:02d}/{month:02d} không tồn tại (hoặc không có trong mọi năm)")
 
 
+class DueContext(Protocol):
+    """What a due rule may ask while placing a period's deadline (engine.duedates.DueCalculator)."""
+    calendar: "WorkingCalendar"
+
+    def source_due(self, obligation_id: str, period: "Period") -> date | None:
+        """The (rolled) due day of another obligation for the same period, if it has one."""
+
+
 class _DueBase(_Strict):
     roll: Roll
+
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        """The day this rule names for `period`, before the working-day roll; None if it has none."""
+        raise NotImplementedError  # pragma: no cover - every rule below overrides it
 
 
 class DayOfLastMonth(_DueBase):
@@ -155,6 +207,10 @@ class DayOfLastMonth(_DueBase):
         if isinstance(v, int) and v > 28:
             raise ValueError(f"ngày {v} không có trong mọi tháng (tháng 2); dùng ngày ≤ 28 hoặc day: last")
         return v
+
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        end = period.end
+        return end.replace(day=_stdcal.monthrange(end.year, end.month)[1] if self.day == "last" else self.day)
 
 
 class BeforeDate(_DueBase):
@@ -169,6 +225,9 @@ class BeforeDate(_DueBase):
         _real_day(self.day, self.month)
         return self
 
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        return date(period.end.year + self.year_offset, self.month, self.day) - timedelta(days=1)
+
 
 class OnDate(_DueBase):
     rule: Literal["on_date"]
@@ -181,6 +240,9 @@ class OnDate(_DueBase):
         _real_day(self.day, self.month)
         return self
 
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        return date(period.end.year + self.year_offset, self.month, self.day)
+
 
 class WorkingDaysAfterPeriod(_DueBase):
     rule: Literal["working_days_after_period"]
@@ -188,16 +250,27 @@ class WorkingDaysAfterPeriod(_DueBase):
     from_: Literal["period_end", "cutoff_end"] = Field("period_end", alias="from")
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        base = period.cutoff_end if self.from_ == "cutoff_end" and period.cutoff_end else period.end
+        return ctx.calendar.add_working_days(base, self.days)
+
 
 class WorkingDaysAfterObligation(_DueBase):
     rule: Literal["working_days_after_obligation"]
     obligation: Id
     days: Annotated[int, Field(ge=1, le=60)]
 
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        source = ctx.source_due(self.obligation, period)
+        return ctx.calendar.add_working_days(source, self.days) if source else None
+
 
 class FixedDate(_DueBase):
     rule: Literal["fixed"]
-    date: date
+    date: Day
+
+    def unrolled(self, period: "Period", ctx: DueContext) -> date | None:
+        return self.date
 
 
 DueRule = Annotated[
@@ -208,7 +281,7 @@ DueRule = Annotated[
 
 class Obligation(_Strict):
     id: Id
-    title: str = Field(min_length=1)
+    title: OneLine
     basis: Basis
     kind: ObligationKind
     reporters: list[Id] = Field(min_length=1)
@@ -217,8 +290,8 @@ class Obligation(_Strict):
     cutoff: Cutoff | Literal["none"] = Cutoff()
     due: DueRule
     compiles: list[Id] = []
-    effective_from: date | None = None
-    effective_until: date | None = None
+    effective_from: Day | None = None
+    effective_until: Day | None = None
     supersedes: list[Id] = []
     reminder_policy: Id | None = None
     assumptions: list[str] = []
@@ -264,12 +337,3 @@ class ReminderPolicy(_Strict):
         if self.escalate_after_working_days is not None and not self.escalate_to:
             raise ValueError("escalate_after_working_days cần escalate_to (đơn vị nhận báo cáo vượt cấp)")
         return self
-
-
-class RuleFile(_Strict):
-    """One YAML file of a pack: any subset of the sections."""
-    pack: PackInfo | None = None
-    units: list[Unit] = []
-    groups: list[Group] = []
-    obligations: list[Obligation] = []
-    reminder_policies: list[ReminderPolicy] = []

@@ -7,24 +7,24 @@ reads only the pack's top-level files, so the KPI files never disturb `dondoc ru
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from engine.errors import RuleError, RulePackInvalid, display_path
 from engine.kpi.model import (UNITS, Document, Indicator, KpiGroup, KpiSettings, NotTracked, fmt_num,
                               unit_problems)
-from engine.rules_loader import RulePack, Source
-from engine.yamlsource import load_yaml, validation_errors
+from engine.limits import MAX_YEAR, MIN_YEAR, YEARS_VI
+from engine.packload import Section, Source, content_hash, dedup, load_sections, single_block, yaml_files
+from engine.rules_loader import RulePack
 
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "documents": Document, "kpi_groups": KpiGroup, "indicators": Indicator, "not_tracked": NotTracked,
+_SECTIONS: dict[str, Section] = {
+    "kpi_settings": Section(KpiSettings, many=False),
+    "documents": Section(Document), "kpi_groups": Section(KpiGroup), "indicators": Section(Indicator),
+    "not_tracked": Section(NotTracked, has_id=False),
 }
-_ALLOWED = ("kpi_settings",) + tuple(_SECTIONS)
+_ALLOWED = tuple(_SECTIONS)
 UP, DOWN = 1, -1
 
 
@@ -169,68 +169,23 @@ def kpi_check_errors(pack: RulePack, kpi_dir: Path | None = None) -> list[RuleEr
 def load_kpi(directory: Path, pack: RulePack) -> KpiPack:
     """Parse, validate and cross-check; raise RulePackInvalid listing every problem."""
     directory = Path(directory)
-    errors: list[RuleError] = []
-    if not directory.is_dir():
-        raise RulePackInvalid([RuleError(display_path(directory), None, "", "không tìm thấy thư mục chỉ tiêu (kpi/)")])
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    if not files:
-        raise RulePackInvalid([RuleError(display_path(directory), None, "", "thư mục chỉ tiêu không có tệp .yaml nào")])
-
-    settings: list[tuple[KpiSettings, Source]] = []
-    items: dict[str, list[tuple[Any, Source]]] = {k: [] for k in _SECTIONS}
-    for path in files:
-        fname = display_path(path)
-        data, lines, errs = load_yaml(path)
-        errors.extend(errs)
-        if errs or data is None:
-            continue
-        if not isinstance(data, dict):
-            errors.append(RuleError(fname, 1, "", "tệp phải là một mapping với các khóa " + ", ".join(_ALLOWED)))
-            continue
-        for key, value in data.items():
-            if key == "kpi_settings":
-                try:
-                    settings.append((KpiSettings.model_validate(value), Source(fname, lines.get((key,)), (key,), lines)))
-                except ValidationError as exc:
-                    errors.extend(validation_errors(exc, fname, lines, (key,)))
-                continue
-            if key not in _SECTIONS:
-                errors.append(RuleError(fname, lines.get((key,)), str(key),
-                                        f"mục “{key}” không được hỗ trợ trong tệp chỉ tiêu; chỉ dùng: " + ", ".join(_ALLOWED)))
-                continue
-            if not isinstance(value, list):
-                errors.append(RuleError(fname, lines.get((key,)), str(key), "cần một danh sách (mỗi phần tử bắt đầu bằng “- ”)"))
-                continue
-            for i, raw in enumerate(value):
-                src = Source(fname, lines.get((key, i)), (key, i), lines)
-                try:
-                    items[key].append((_SECTIONS[key].model_validate(raw), src))
-                except ValidationError as exc:
-                    errors.extend(validation_errors(exc, fname, lines, (key, i)))
+    files = yaml_files(directory, "không tìm thấy thư mục chỉ tiêu (kpi/)", "thư mục chỉ tiêu không có tệp .yaml nào")
+    loaded = load_sections(files, _SECTIONS, "tệp phải là một mapping với các khóa " + ", ".join(_ALLOWED),
+                           "mục “{key}” không được hỗ trợ trong tệp chỉ tiêu; chỉ dùng: " + ", ".join(_ALLOWED))
+    errors: list[RuleError] = loaded.errors
+    errors.extend(single_block(loaded, "kpi_settings", "kpi_settings"))
+    settings = loaded.blocks["kpi_settings"]
+    items, tables, sources = loaded.items, loaded.tables, loaded.sources
 
     def err(src: Source, msg: str, *sub: Any) -> None:
-        fld = f"{src.path[0]}[{src.path[1]}]" + "".join(f".{s}" if isinstance(s, str) else f"[{s}]" for s in sub)
-        errors.append(RuleError(src.file, src.at(*sub), fld, msg))
+        errors.append(src.error(msg, *sub))
 
-    if len(settings) > 1:
-        first = settings[0][1]
-        for _, src in settings[1:]:
-            errors.append(RuleError(src.file, src.line, "kpi_settings", f"khối “kpi_settings:” đã có ở {first.file}:{first.line}; chỉ được có một"))
-
-    tables: dict[str, dict[str, Any]] = {k: {} for k in ("documents", "kpi_groups", "indicators")}
-    sources: dict[tuple[str, str], Source] = {}
-    for key in tables:
-        for obj, src in items[key]:
-            prev = sources.get((key, obj.id))
-            if prev is not None:
-                err(src, f"mã “{obj.id}” bị trùng: đã dùng ở {prev.file}:{prev.line}; mỗi mã chỉ được khai báo một lần", "id")
-                continue
-            tables[key][obj.id] = obj
-            sources[(key, obj.id)] = src
     documents, groups, indicators = tables["documents"], tables["kpi_groups"], tables["indicators"]
+    # ids declared in a file or item that failed to load: references to them are not blamed again
+    documents_k, groups_k = set(documents) | loaded.broken, set(groups) | loaded.broken
 
     for nt, src in items["not_tracked"]:
-        if nt.document not in documents:
+        if nt.document not in documents_k:
             err(src, f"văn bản “{nt.document}” chưa được khai báo trong documents", "document")
 
     targets: dict[str, KTarget] = {}
@@ -238,7 +193,7 @@ def load_kpi(directory: Path, pack: RulePack) -> KpiPack:
     by_indicator: dict[str, list[KTarget]] = {}
     for iid, ind in indicators.items():
         src = sources[("indicators", iid)]
-        if ind.group not in groups:
+        if ind.group not in groups_k:
             err(src, f"nhóm “{ind.group}” chưa được khai báo trong kpi_groups", "group")
         if ind.responsible not in pack.units:
             hint = " (là một nhóm; cần một đơn vị cụ thể)" if ind.responsible in pack.groups else ""
@@ -249,7 +204,7 @@ def load_kpi(directory: Path, pack: RulePack) -> KpiPack:
         elif ind.responsible in pack.units and ind.responsible not in _reporters(pack, ob.id):
             err(src, f"đơn vị “{ind.responsible}” không phải đơn vị báo cáo của “{ob.id}”: số liệu sẽ không có trong báo cáo "
                      "nào của đơn vị; chọn báo cáo mà đơn vị phải nộp", "source")
-        if ind.document is not None and ind.document not in documents:
+        if ind.document is not None and ind.document not in documents_k:
             err(src, f"văn bản “{ind.document}” chưa được khai báo trong documents", "document")
         for path, msg in unit_problems(ind):
             err(src, msg, *path)
@@ -268,13 +223,13 @@ def load_kpi(directory: Path, pack: RulePack) -> KpiPack:
             if doc is None:
                 err(src, "thiếu văn bản căn cứ: khai báo document ở chỉ tiêu hoặc ở mục tiêu", "targets", j)
                 doc = "?"
-            elif t.document is not None and t.document not in documents:
+            elif t.document is not None and t.document not in documents_k:
                 err(src, f"văn bản “{t.document}” chưa được khai báo trong documents", "targets", j, "document")
             grp = t.group or ind.group
-            if t.group is not None and t.group not in groups:
+            if t.group is not None and t.group not in groups_k:
                 err(src, f"nhóm “{t.group}” chưa được khai báo trong kpi_groups", "targets", j, "group")
-            if not (2000 <= t.milestone.year <= 2100):
-                err(src, f"mốc {t.milestone:%d/%m/%Y} không hợp lý (ngoài 2000–2100)", "targets", j, "milestone")
+            if not (MIN_YEAR <= t.milestone.year <= MAX_YEAR):
+                err(src, f"mốc {t.milestone:%d/%m/%Y} không hợp lý (ngoài {YEARS_VI})", "targets", j, "milestone")
             if t.since is not None and ind.kind != "flow":
                 err(src, "since chỉ dùng cho chỉ tiêu mỗi năm (kind: flow)", "targets", j, "since")
             if ind.baseline is not None and t.since is not None and t.since <= ind.baseline.date:
@@ -310,17 +265,13 @@ def load_kpi(directory: Path, pack: RulePack) -> KpiPack:
         by_indicator[iid] = sorted(lst, key=lambda k: k.milestone)
 
     if errors:
-        raise RulePackInvalid(_dedup(errors))
+        raise RulePackInvalid(dedup(errors))
     order = {g: (groups[g].order, n) for n, g in enumerate(groups)}
     ind_order = {i: n for n, i in enumerate(indicators)}
     ordered = dict(sorted(targets.items(), key=lambda kv: (order[kv[1].group], ind_order[kv[1].indicator], kv[1].milestone)))
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
     return KpiPack(directory, settings[0][0] if settings else KpiSettings(), documents, groups, indicators, ordered,
                    by_indicator, [nt for nt, _ in items["not_tracked"]], sources, [display_path(p) for p in files],
-                   h.hexdigest()[:16])
+                   content_hash(files))
 
 
 def _fixed_dir(op: str) -> int | None:
@@ -333,15 +284,6 @@ def _owner_exists(pack: RulePack, unit_id: str, day: date) -> bool:
     if u.valid_from and day < u.valid_from:
         return True
     return pack.owner_on(unit_id, day) is not None
-
-
-def _dedup(errs: list[RuleError]) -> list[RuleError]:
-    seen, out = set(), []
-    for e in errs:
-        if e not in seen:
-            seen.add(e)
-            out.append(e)
-    return out
 
 
 def _reporters(pack: RulePack, obligation_id: str) -> set[str]:
