@@ -13,9 +13,11 @@ import typer
 from rich.table import Table
 
 from engine import clock
-from engine.app.cli import CalOpt, DbOpt, RulesOpt, _db_url, _load, _now, _session, app, err, out, settings
+from engine.app import services
+from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, _db_url, _load, _now, _session, app, cfg,
+                                   dump_json, err, out, print_error, settings, sub_app)
 
-outbox_app = typer.Typer(help="Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.")
+outbox_app = sub_app("Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.", no_args_is_help=False)
 app.add_typer(outbox_app, name="outbox")
 
 
@@ -47,8 +49,11 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời
     with _session(db):   # opens (and migrates) the database, with the CLI's error message on failure
         pass
     rep = deliver(_db_url(db), pack, now, smtp=smtp, delivery=settings().delivery)
+    all_failed = rep.failed > 0 and rep.sent == 0 and rep.retry == 0
     if as_json:
         print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
+        if all_failed:
+            raise typer.Exit(1)
         return
     if not rep.sending_allowed:
         out.print(f"Không gửi: {rep.reason}.")
@@ -59,32 +64,33 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời
               f"{rep.new_deliveries} thư mới.")
     if rep.failed:
         out.print("Xem lý do: dondoc outbox --failed")
+    if all_failed:   # nothing went out and nothing will by itself: a script or timer must notice
+        err.print(f"Lỗi: cả {rep.failed} thư đều gửi không thành công (lỗi vĩnh viễn). Xem lý do: dondoc outbox --failed",
+                  highlight=False, markup=False)
+        raise typer.Exit(1)
 
 
 @outbox_app.callback(invoke_without_command=True)
 def outbox_list(ctx: typer.Context,
                 failed: bool = typer.Option(False, "--failed", help="Chỉ các thư gửi không thành công."),
                 all_: bool = typer.Option(False, "--all", help="Cả các thư đã gửi và đã bỏ."),
-                limit: int = typer.Option(500, "--limit"),
-                as_json: bool = typer.Option(False, "--json"), db: Optional[str] = DbOpt) -> None:
+                limit: int = typer.Option(500, "--limit", help="Số thư tối đa được liệt kê."),
+                as_json: bool = JsonOpt, db: Optional[str] = DbOpt) -> None:
     """Liệt kê thư chờ gửi, chờ gửi lại và gửi không thành công (kèm lý do)."""
     if ctx.invoked_subcommand is not None:
         return
-    from notifications.outbox import list_outbox
-
-    with _session(db) as ses:
-        rows = list_outbox(ses, failed_only=failed, include_sent=all_, limit=limit)
+    rows = services.outbox_list(cfg(db=db), failed_only=failed, include_sent=all_, limit=limit)
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        dump_json(rows)
         return
     t = Table(title="Thư gửi không thành công" if failed else "Hộp thư đi")
     for c in ("Số", "Nơi nhận", "Kênh", "Trạng thái", "Lần thử", "Gửi lại lúc", "Số mục", "Lý do"):
         t.add_column(c, overflow="fold")
     for r in rows:
-        nxt = datetime.fromisoformat(r["next_attempt_at"]).astimezone(clock.TZ).strftime("%d/%m/%Y %H:%M") if r["next_attempt_at"] else ""
+        nxt = datetime.fromisoformat(str(r["next_attempt_at"])).astimezone(clock.TZ).strftime("%d/%m/%Y %H:%M") if r["next_attempt_at"] else ""
         chan = "E-mail" if r["channel"] == "email" else f"Webhook {r['target'] or ''}"
         t.add_row(str(r["id"]), str(r["recipient_name"]), chan, str(r["status_vi"]), str(r["attempts"]), nxt,
-                  str(len(r["notices"])), r["reason"] or "")
+                  str(len(r["notices"])), str(r["reason"] or ""))  # type: ignore[arg-type]
     out.print(t)
     out.print(f"{len(rows)} thư." + (" Gửi lại: dondoc outbox retry SỐ" if any(r["status"] == "failed" for r in rows) else ""))
 
@@ -92,19 +98,15 @@ def outbox_list(ctx: typer.Context,
 @outbox_app.command("retry")
 def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, help="Số thư (cột “Số” của dondoc outbox)."),
                  all_failed: bool = typer.Option(False, "--all-failed", help="Mọi thư gửi không thành công."),
-                 db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+                 db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Đưa thư gửi không thành công trở lại hàng chờ (giữ nguyên Message-ID), ví dụ sau khi sửa địa chỉ."""
-    from notifications.outbox import requeue
-
-    if not ids and not all_failed:
-        raise typer.BadParameter("cần số thư hoặc --all-failed", param_hint="ID")
-    with _session(db) as ses:
-        done, problems = requeue(ses, ids or [], _now(), all_failed)
+    res = services.outbox_retry(cfg(db=db), ids or [], _now(), all_failed)
     if as_json:
-        print(json.dumps({"requeued": done, "errors": problems}, ensure_ascii=False))
+        print(json.dumps({"requeued": res.requeued, "errors": res.errors}, ensure_ascii=False))
     else:
-        for p in problems:
-            err.print(f"[red]Lỗi:[/] {p}", highlight=False)
-        out.print(f"Đã đưa {len(done)} thư trở lại hàng chờ gửi" + (f": {', '.join(map(str, done))}." if done else "."))
-    if problems:
+        for p in res.errors:
+            print_error(p)
+        out.print(f"Đã đưa {len(res.requeued)} thư trở lại hàng chờ gửi"
+                  + (f": {', '.join(map(str, res.requeued))}." if res.requeued else "."))
+    if res.errors:
         raise typer.Exit(1)

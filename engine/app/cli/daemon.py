@@ -1,0 +1,77 @@
+"""`dondoc run` (the background job) and `dondoc doctor`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.text import Text
+
+from engine.app import services
+from engine.app.cli.common import (STATE, CalOpt, DbOpt, RulesOpt, app, cfg, load, moment_opt, now, out, settings)
+from engine.app.cli.deadlines import instances_table
+
+
+@app.command("run")
+def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
+        templates: Optional[Path] = typer.Option(None, "--templates", help="Thư mục mẫu thư (mặc định: notifications/templates)."),
+        sim_start: Optional[str] = typer.Option(None, "--sim-start", help="Đồng hồ mô phỏng: thời điểm bắt đầu."),
+        sim_rate: float = typer.Option(1.0, "--sim-rate", help="Đồng hồ mô phỏng: số giây mô phỏng mỗi giây thật."),
+        once: bool = typer.Option(False, "--once", help="Chạy một lượt (đồng bộ, đánh giá, gửi) rồi thoát."),
+        log_format: Optional[str] = typer.Option(None, "--log-format", help="text hoặc json."),
+        deliver_every: Optional[int] = typer.Option(None, "--deliver-every", min=1, help="Số phút (mô phỏng) giữa hai lượt gửi."),
+        lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", min=1.0, help="Giây: bản chờ (standby) tiếp quản sau khi bản chính im lặng chừng ấy."),
+        days: int = typer.Option(14, "--days", help="Số ngày tới liệt kê khi khởi động.")) -> None:
+    """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
+    from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
+    from engine.simclock import Clock
+
+    s = cfg(rules, calendar_dir, db)
+    setup_logging(log_format or s.log.format, s.log.level)
+    start_text = sim_start or STATE.now_text
+    start_at = moment_opt(start_text, "--sim-start") if start_text else None
+    if sim_rate <= 0:
+        raise typer.BadParameter("phải lớn hơn 0", param_hint="--sim-rate")
+    clk = Clock(start_at, sim_rate)
+    pack = load(rules, calendar_dir)
+    moment = clk.now()
+    out.print(Text.assemble(("✓ Bộ quy tắc hợp lệ", "green"),
+                            f": {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị (thời điểm {moment:%d/%m/%Y %H:%M}"
+                            f"{', đồng hồ mô phỏng ×' + str(sim_rate) if clk.simulated else ''})."))
+    items = services.deadlines(s, pack, moment.date(), moment.date() + timedelta(days=days))
+    out.print(instances_table(pack, items[:40], f"Hạn nộp trong {days} ngày tới"
+                              + (f" (40/{len(items)} dòng đầu)" if len(items) > 40 else "")))
+    tdir = templates or s.delivery.templates_dir
+    dcfg = DaemonConfig(rules_dir=s.rules.path, calendar_dir=s.calendar.path, db_url=s.database.url,
+                        templates_dir=tdir, clock=clk,
+                        lease_ttl=s.daemon.lease_ttl_seconds, evaluate_hour=s.daemon.evaluate_hour,
+                        deliver_every_minutes=s.daemon.deliver_every_minutes, watch_interval=s.daemon.watch_interval,
+                        standby_poll=s.daemon.standby_poll, smtp=s.smtp,
+                        delivery=s.delivery.model_copy(update={"templates_dir": tdir}),
+                        tracking_start=s.rules.tracking_start)
+    if deliver_every is not None:
+        dcfg.deliver_every_minutes = deliver_every
+    if lease_ttl is not None:
+        dcfg.lease_ttl = lease_ttl
+    daemon = Daemon(dcfg)
+    if once:
+        daemon.run_once()
+        return
+    install_signal_handlers(daemon)
+    raise typer.Exit(daemon.run())
+
+
+@app.command("doctor")
+def doctor(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Kiểm tra cấu hình, cơ sở dữ liệu, phiên bản lược đồ, máy chủ thư và bộ quy tắc; nói rõ cần sửa gì."""
+    from engine.app.doctor import run_checks
+
+    results = run_checks(settings(), rules, calendar_dir, db, now())
+    bad = 0
+    for ok, name, detail in results:
+        mark = Text("✓", "green") if ok is True else (Text("!", "yellow") if ok is None else Text("✗", "red"))
+        bad += ok is False
+        out.print(Text.assemble(mark, f" {name}: {detail}"))
+    raise typer.Exit(1 if bad else 0)

@@ -1,0 +1,107 @@
+"""`dondoc sync|submit|waive|import submissions|status`: the state of each report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from engine.app import services
+from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now,
+                                   obligation_title, out, sub_app, unit_name)
+
+import_app = sub_app("Nhập dữ liệu từ tệp.")
+app.add_typer(import_app, name="import")
+
+STATUS_COLOURS = {"done_on_time": "green", "done_late": "yellow", "overdue": "red", "due_soon": "magenta",
+                  "in_progress": "cyan", "waived": "dim"}
+
+
+@app.command("sync")
+def sync_cmd(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
+             as_json: bool = JsonOpt) -> None:
+    """Đồng bộ danh sách kỳ báo cáo trong cơ sở dữ liệu với bộ quy tắc hiện hành."""
+    pack = load(rules, calendar_dir)
+    rep = services.sync(cfg(rules, calendar_dir, db), pack, now())
+    if as_json:
+        print(json.dumps(rep))
+    else:
+        out.print(f"Đồng bộ xong: thêm {rep['inserted']}, dời {rep['moved']}, ngừng theo dõi {rep['retired']}, "
+                  f"chuyển cho đơn vị kế thừa {rep['reassigned']}.")
+
+
+@app.command("submit")
+def submit_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị nộp."),
+               obligation: str = typer.Option(..., "--obligation", help="Mã báo cáo (nghĩa vụ báo cáo)."),
+               period: str = typer.Option(..., "--period", help="Kỳ: 2026-01, 2026-Q1, 2026-H1, 2026, once …"),
+               on: Optional[str] = typer.Option(None, "--date", help="Ngày nộp (mặc định: hôm nay)."),
+               ref: Optional[str] = typer.Option(None, "--ref", help="Số ký hiệu văn bản."),
+               note: Optional[str] = typer.Option(None, "--note", help="Ghi chú."),
+               actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Ghi nhận một đơn vị đã nộp báo cáo (nộp lại = đính chính, có lưu vết)."""
+    pack = load(rules, calendar_dir)
+    moment = now()
+    day = date_opt(on, "--date") or moment.date()
+    r = services.submit(cfg(rules, calendar_dir, db), pack, obligation, unit, period, day, moment, actor, ref, note)
+    late = "đúng hạn" if r.on_time else "quá hạn"
+    out.print(f"Đã ghi nhận: {r.unit_name} nộp {r.obligation_title} – {r.period_label} "
+              f"ngày {r.submitted_on:%d/%m/%Y} ({late}, hạn {r.due:%d/%m/%Y}).")
+
+
+@app.command("waive")
+def waive_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị."),
+              obligation: str = typer.Option(..., "--obligation", help="Mã báo cáo."),
+              period: str = typer.Option(..., "--period", help="Kỳ báo cáo."),
+              reason: str = typer.Option("", "--reason", help="Lý do miễn nộp (bắt buộc)."),
+              revoke: bool = typer.Option(False, "--revoke", help="Hủy quyết định miễn nộp."),
+              actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+              rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Miễn nộp một kỳ báo cáo cho một đơn vị (bắt buộc ghi lý do)."""
+    pack = load(rules, calendar_dir)
+    services.waive(cfg(rules, calendar_dir, db), pack, obligation, unit, period, reason, now(), actor, revoke)
+    out.print("Đã hủy miễn nộp." if revoke else "Đã ghi nhận miễn nộp.")
+
+
+@import_app.command("submissions")
+def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có hoặc không BOM)."),
+                           rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
+                           db: Optional[str] = DbOpt) -> None:
+    """Nhập danh sách báo cáo đã nộp từ CSV: tất cả các dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
+    pack = load(rules, calendar_dir)
+    n = services.import_submissions(cfg(rules, calendar_dir, db), pack, file, now())
+    out.print(f"Đã nhập {n} báo cáo đã nộp từ {file}.")
+
+
+@app.command("status")
+def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
+               unit: Optional[str] = typer.Option(None, "--unit", help="Chỉ một đơn vị (mã)."),
+               all_: bool = typer.Option(False, "--all", help="Cả các kỳ chưa đến hạn."),
+               as_json: bool = JsonOpt,
+               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
+    """Tình trạng nộp báo cáo: đúng hạn, quá hạn, sắp đến hạn …; và tỷ lệ đúng hạn của từng đơn vị."""
+    pack = load(rules, calendar_dir)
+    res = services.status(cfg(rules, calendar_dir, db), pack, now(), date_opt(as_of, "--as-of"), unit, include_future=all_)
+    if as_json:
+        dump_json(res.as_dict())
+        return
+    t = Table(title=f"Tình trạng nộp báo cáo đến {res.as_of:%d/%m/%Y}")
+    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Đơn vị", "Tình trạng"):
+        t.add_column(col, overflow="fold")
+    for l in res.lines:
+        extra = f" ({l.wd_late} ngày làm việc)" if l.wd_late else ""
+        t.add_row(f"{l.due:%d/%m/%Y}", obligation_title(pack, l.obligation), l.period_label, unit_name(pack, l.unit),
+                  Text(l.status_vi + extra, style=STATUS_COLOURS[l.status]))
+    out.print(t)
+    r = Table(title="Tỷ lệ nộp đúng hạn theo đơn vị")
+    for col in ("Đơn vị", "Đến hạn", "Đúng hạn", "Quá hạn", "Chưa nộp", "Tỷ lệ đúng hạn"):
+        r.add_column(col)
+    for uid, a in sorted(res.rates.items(), key=lambda kv: (kv[1]["on_time_rate"] or 0)):
+        rate = a["on_time_rate"]
+        r.add_row(unit_name(pack, uid), str(a["due"]), str(a["on_time"]), str(a["late"]), str(a["missing"]),
+                  f"{rate:.0%}" if isinstance(rate, float) else "–")
+    out.print(r)
