@@ -1,35 +1,89 @@
-"""Database connection and migrations: the schema is always brought to Alembic head first."""
+"""Database connection and migrations: the schema is always brought to Alembic head first.
+
+A SQLite state database holds names, addresses and the audit trail: the file, its -wal/-shm/-journal
+companions (SQLite gives them the database file's mode) and our lock files are created 0600 and an
+existing one readable by others is tightened to at most 0640 when it is opened.
+"""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_S = 30.0          # how long a statement waits for another writer (CLI commands)
+FILE_MODE = 0o600
+COMPANIONS = ("-wal", "-shm", "-journal", ".migrate-lock", ".notify.lock")
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A database error worth retrying: busy/locked, connection lost or refused, pool timeout."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    return isinstance(exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError, sqlite3.OperationalError))
 
 
-def make_engine(url: str) -> Engine:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases, :memory: and URI forms)."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: not ours to touch
+        return None
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return None
+    return Path(u.database)
+
+
+def secure_sqlite_files(path: Path, create: bool = False) -> None:
+    """Create the database file 0600 if missing (``create``); tighten it and its companions if others
+    can read them."""
+    try:
+        if create and not path.exists() and path.parent.is_dir():
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))   # SQLite takes an empty file as a new database
+        for p in [path] + [path.with_name(path.name + s) for s in COMPANIONS]:
+            try:
+                mode = p.stat().st_mode & 0o777
+            except FileNotFoundError:
+                continue
+            if mode & 0o037:                      # group write/exec or anything for others
+                os.chmod(p, mode & 0o640)
+    except PermissionError:
+        pass                                      # not the owner (read-only use): the owner's files stay as they are
+
+
+def _sqlite_pragmas(busy_ms: int):
+    def on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.close()
+    return on_connect
+
+
+def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_S) -> Engine:
+    """An engine; on SQLite a statement waits up to ``busy_timeout`` seconds for another writer."""
     kwargs: dict = {}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": busy_timeout}
+        path = sqlite_path(url)
+        if path is not None:
+            secure_sqlite_files(path)
+    else:
+        kwargs["pool_pre_ping"] = True            # a server restart must not poison the pool
     eng = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(eng, "connect", _sqlite_pragmas)
+        event.listen(eng, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
     return eng
 
 
@@ -46,16 +100,21 @@ MIGRATION_LOCK_KEY = 0x646F6E6D6967  # "donmig"
 def migrate(url: str) -> None:
     """Upgrade to head; serialised, so two processes starting on a fresh database don't race."""
     from sqlalchemy import text
-    from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+    path = sqlite_path(url)
+    if path is not None:
         import fcntl
 
-        lock_path = Path(u.database).with_name(Path(u.database).name + ".migrate-lock")
-        with open(lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        secure_sqlite_files(path, create=True)
+        lock_path = path.with_name(path.name + ".migrate-lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             command.upgrade(alembic_config(url), "head")
+        finally:
+            os.close(fd)
+        secure_sqlite_files(path)                 # -wal/-shm made by the migration
         return
     if u.get_backend_name() == "postgresql":
         eng = create_engine(url)

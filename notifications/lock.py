@@ -30,7 +30,7 @@ def sender_lock(engine: Engine) -> Iterator[bool]:
         import fcntl
 
         path = Path(url.database).with_name(Path(url.database).name + ".notify.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

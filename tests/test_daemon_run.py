@@ -16,8 +16,9 @@ and baogl (no supervisor); 24/11/2026 is a public holiday. Policy mac-dinh: remi
 working days before (25/11, 27/11), due day (30/11), overdue after 1 working day (01/12), repeats
 every 5 (08/12, 15/12, 22/12), escalation to the supervisor after 10 working days (14/12).
 
-Daemon knobs used (environment): DONDOC_DELIVER_EVERY_MINUTES, DONDOC_WATCH_INTERVAL,
-DONDOC_STANDBY_POLL (engine/daemon.py), DONDOC_LEASE_TTL_SECONDS (engine/settings.py).
+Daemon knobs used (environment, read once by engine/app/config.py into Settings.daemon and passed
+to the daemon as DaemonConfig): DONDOC_DELIVER_EVERY_MINUTES, DONDOC_WATCH_INTERVAL,
+DONDOC_STANDBY_POLL, DONDOC_LEASE_TTL_SECONDS (test_daemon_knobs_come_from_the_configuration).
 """
 
 from __future__ import annotations
