@@ -349,3 +349,23 @@ def test_daemon_knobs_come_from_the_configuration(tmp_path, monkeypatch) -> None
     res = CliRunner().invoke(app, args + ["--deliver-every", "2", "--lease-ttl", "8"], env=env)
     assert res.exit_code == 0, res.output
     assert (seen[-1].deliver_every_minutes, seen[-1].lease_ttl) == (2, 8.0)
+
+
+def test_json_mode_writes_only_json_lines_to_stdout_and_stderr(tmp_path) -> None:
+    """systemd sends stdout to the journal too: with --log-format json no line there may be a table."""
+    import json as _json
+    import os as _os
+    import subprocess as _sp
+    import sys as _sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**_os.environ, "DONDOC_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DONDOC_MAIL_DIR": str(tmp_path / "out"),
+           "DONDOC_RULES_DIR": str(root / "rules"), "DONDOC_CALENDAR_DIR": str(root / "calendar")}
+    env.pop("DONDOC_CONFIG", None)
+    res = _sp.run([_sys.executable, "-m", "engine.cli", "--now", "2026-12-02T09:00", "run", "--once", "--log-format", "json"],
+                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [l for l in (res.stdout + res.stderr).splitlines() if l.strip()]
+    assert lines
+    for line in lines:
+        assert isinstance(_json.loads(line), dict), line

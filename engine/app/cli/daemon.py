@@ -37,12 +37,20 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
     clk = Clock(start_at, sim_rate)
     pack = load(rules, calendar_dir)
     moment = clk.now()
-    out.print(Text.assemble(("✓ Bộ quy tắc hợp lệ", "green"),
-                            f": {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị (thời điểm {moment:%d/%m/%Y %H:%M}"
-                            f"{', đồng hồ mô phỏng ×' + str(sim_rate) if clk.simulated else ''})."))
-    items = services.deadlines(s, pack, moment.date(), moment.date() + timedelta(days=days))
-    out.print(instances_table(pack, items[:40], f"Hạn nộp trong {days} ngày tới"
-                              + (f" (40/{len(items)} dòng đầu)" if len(items) > 40 else "")))
+    if (log_format or s.log.format) == "json":
+        # The journal gets stdout too: in JSON mode every line there must be JSON, so no table.
+        import logging
+
+        logging.getLogger("dondoc.daemon").info(
+            "rules valid: %d obligations, %d units", len(pack.obligations), len(pack.units),
+            extra={"event": "starting", "sim_now": moment.isoformat()})
+    else:
+        out.print(Text.assemble(("✓ Bộ quy tắc hợp lệ", "green"),
+                                f": {len(pack.obligations)} nghĩa vụ, {len(pack.units)} đơn vị (thời điểm {moment:%d/%m/%Y %H:%M}"
+                                f"{', đồng hồ mô phỏng ×' + str(sim_rate) if clk.simulated else ''})."))
+        items = services.deadlines(s, pack, moment.date(), moment.date() + timedelta(days=days))
+        out.print(instances_table(pack, items[:40], f"Hạn nộp trong {days} ngày tới"
+                                  + (f" (40/{len(items)} dòng đầu)" if len(items) > 40 else "")))
     tdir = templates or s.delivery.templates_dir
     dcfg = DaemonConfig(rules_dir=s.rules.path, calendar_dir=s.calendar.path, db_url=s.database.url,
                         templates_dir=tdir, clock=clk,
