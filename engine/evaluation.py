@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import durable_rules_engine as _dre
 from durable.engine import Host, MessageNotHandledException
 
+from engine.kpi.subject import KPI_PREFIX, is_kpi_obligation  # noqa: F401  (KPI_PREFIX: re-exported)
 from engine.rules_model import ReminderPolicy
 from engine.workcalendar import WorkingCalendar
 
@@ -57,7 +58,7 @@ ItemState = Literal["open", "submitted", "waived"]
 # "kpi:<target id>". Every notice about one has kind "kpi", whatever the stage (the escalation
 # stage, if a pack's KPI policy has one, then goes to the supervisor as a KPI item of another unit).
 # The weekly secretariat summary has kind "kpi_summary"; it is not evaluated here (engine/pipeline.py).
-KPI_PREFIX = "kpi:"
+# The "kpi:<target>" / "<status>:<period>" strings are made and read only by engine/kpi/subject.py.
 
 STAGE_DUE = "due-today"
 STAGE_OVERDUE = "overdue"
@@ -212,7 +213,7 @@ class PythonEvaluator:
                         seen.add(who)
                         fired.append(("escalation", who, "escalation"))
 
-            is_kpi = item.obligation.startswith(KPI_PREFIX)
+            is_kpi = is_kpi_obligation(item.obligation)
             for stage, recipient, kind in fired:
                 if stage in item.sent_stages:
                     continue
@@ -478,7 +479,7 @@ class _Collector:
         stage, kind, escalate_to = self.rule_meta[rule_name]
         i = event["i"]
         item = self.items[i]
-        notice_kind: Kind = "kpi" if item.obligation.startswith(KPI_PREFIX) else kind
+        notice_kind: Kind = "kpi" if is_kpi_obligation(item.obligation) else kind
         if kind == "escalation":
             late = event["esc_late"]
             seen: set[str] = set()

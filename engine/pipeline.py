@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session
 
 from engine.errors import RulePackInvalid
-from engine.evaluation import KPI_PREFIX, DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
+from engine.kpi.subject import KPI_PREFIX, KpiSubject, encode
+from engine.evaluation import DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
 from engine.rules_loader import RulePack
 from engine.rules_model import ReminderPolicy
 from engine.state import InstanceRow, NoticeRow
@@ -146,19 +147,6 @@ def load_open_items(session: Session, pack: RulePack, today: date) -> tuple[list
     return items, index
 
 
-def kpi_period(status: str, period_or_milestone: str) -> str:
-    """The notice period of a KPI item: ``<status>:<period or milestone>`` (e.g. ``behind:2030-12-31``)."""
-    return f"{status}:{period_or_milestone}"
-
-
-def kpi_item_key(obligation: str, period: str) -> str | None:
-    """The ``KpiItem.key`` a KPI notice is about (None when the notice is not a KPI item)."""
-    if not obligation.startswith(KPI_PREFIX) or ":" not in period:
-        return None
-    status, rest = period.split(":", 1)
-    return f"kpi|{obligation[len(KPI_PREFIX):]}|{status}|{rest}"
-
-
 def _kpi_sent_stages(session: Session) -> dict[tuple[str, str, str], set[str]]:
     """Stages already in the outbox for each KPI item (any status: a dropped stage is not redone)."""
     rows = session.execute(
@@ -171,17 +159,22 @@ def _kpi_sent_stages(session: Session) -> dict[tuple[str, str, str], set[str]]:
     return sent
 
 
-def kpi_open_items(session: Session, pack: RulePack, today: date) -> list[OpenItem]:
+def kpi_open_items(session: Session, pack: RulePack, today: date,
+                   tracking_start: date | None = None) -> list[OpenItem]:
     """The slipping KPI items of ``today`` as OpenItems for the evaluator.
 
     ``due`` is the day the item became known (``KpiItem.since``: the source report's due day for
     Thiếu số liệu, the day the value was entered for Chậm tiến độ / Không đạt), so the policy's
-    stages count working days from it and chasing starts the day after. Raises RulePackInvalid when
-    the pack's KPI files are broken.
+    stages count working days from it and chasing starts the day after. An item that became known
+    before ``tracking_start`` is not chased (go-live: a fresh install does not chase 2025's missing
+    figures; the secretariat's summary still lists it). Raises RulePackInvalid when the pack's KPI
+    files are broken.
     """
     from engine.kpi.report import kpi_items
 
     items = kpi_items(session, pack, today)
+    if tracking_start is not None:
+        items = [it for it in items if (it.since or it.expected_at or today) >= tracking_start]
     if not items:
         return []
     sent = _kpi_sent_stages(session)
@@ -190,8 +183,7 @@ def kpi_open_items(session: Session, pack: RulePack, today: date) -> list[OpenIt
         unit = pack.units.get(it.unit)
         if unit is None:
             continue
-        ob = f"{KPI_PREFIX}{it.target}"
-        period = kpi_period(it.status, it.period or it.milestone.isoformat())
+        ob, period = encode(KpiSubject.of(it.target, it.status, it.period, it.milestone))
         due = it.since or it.expected_at or today
         out.append(OpenItem(ob, it.unit, period, due, KPI_POLICY_ID, "open",
                             frozenset(sent.get((ob, it.unit, period), ())), unit.supervisor))
@@ -250,17 +242,23 @@ def write_notices(session: Session, intents: list[NoticeIntent], index: dict[tup
 
 
 def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = False,
-             evaluator: DurableEvaluator | PythonEvaluator | None = None) -> EvalReport:
+             evaluator: DurableEvaluator | PythonEvaluator | None = None,
+             tracking_start: date | None = None) -> EvalReport:
     """One pass at ``now``: open instances and slipping KPI items through the evaluator, notices
     written idempotently (plus this ISO week's KPI summary for the secretariat, once). A broken KPI
-    folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same."""
+    folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same.
+    KPI items honour ``tracking_start``, by default the one the last sync tracked from
+    (engine.sync.tracking_start_in_force), so they follow the same go-live rule as the reports."""
+    from engine.sync import tracking_start_in_force
+
     today = now.date()
+    kpi_start = tracking_start if tracking_start is not None else tracking_start_in_force(session, pack)
     items, index = load_open_items(session, pack, today)
     ev = evaluator or evaluator_for(pack)
     kpi: list[OpenItem] = []
     kpi_error = None
     try:
-        kpi = kpi_open_items(session, pack, today)
+        kpi = kpi_open_items(session, pack, today, kpi_start)
     except RulePackInvalid as exc:       # a typo in rules/kpi must not stop the reminders
         kpi_error = f"tệp chỉ tiêu không hợp lệ: {exc}"
         log.warning("KPI items skipped: %s", kpi_error, extra={"event": "kpi_invalid"})

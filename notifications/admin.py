@@ -13,15 +13,13 @@ import html
 import logging
 from datetime import datetime
 
-import aiosmtplib
-from tenacity import retry, stop_after_attempt, wait_exponential
-
 from engine.errors import RulePackInvalid
 from engine.rules_loader import RulePack
 from notifications.mime import address, build_email, envelope_address, message_id_for, to_bytes
 from notifications.render import Rendered
 from notifications.config import SmtpConfig
-from notifications.transport import EmailJob, write_eml
+from notifications.retry import backoff
+from notifications.transport import EmailJob, InsecureLogin, smtp_client, write_eml
 
 log = logging.getLogger("dondoc.admin")
 
@@ -62,17 +60,23 @@ def send_rules_alert(pack: RulePack, exc: RulePackInvalid, fingerprint: str, now
                    recipients=[envelope_address(a) for a in admin.contacts], data=to_bytes(msg))
     if not smtp.host:
         return write_eml(smtp.pickup_dir, job).kind == "sent"
-
-    @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
-    async def send() -> None:
-        await aiosmtplib.send(job.data, sender=job.sender, recipients=job.recipients, hostname=smtp.host,
-                              port=smtp.effective_port, use_tls=smtp.security == "tls",
-                              start_tls=smtp.security == "starttls", username=smtp.username, password=smtp.password_value,
-                              timeout=smtp.timeout, validate_certs=smtp.validate_certs)
-
     try:
-        asyncio.run(send())
+        asyncio.run(_send_with_retries(smtp, job))
         return True
-    except Exception as e:
+    except Exception as e:           # incl. InsecureLogin: never the password in clear, not retried
         log.error("rules alert to %s not sent: %s", admin.id, e)
         return False
+
+
+async def _send_with_retries(smtp: SmtpConfig, job: EmailJob, attempts: int = 3) -> None:
+    """A few quick tries on the same backoff schedule as digests (0.5 s, 1 s …, capped at 4 s)."""
+    for attempt in range(1, attempts + 1):
+        client = smtp_client(smtp)           # InsecureLogin: raised before any connection
+        try:
+            async with client:
+                await client.sendmail(job.sender, job.recipients, job.data)
+            return
+        except Exception:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(backoff(attempt, 0.5, 4).total_seconds())

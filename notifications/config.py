@@ -9,6 +9,7 @@ and every command agree.
 from __future__ import annotations
 
 from datetime import time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,26 @@ class SmtpConfig(BaseModel):
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:
         return (v.strip() or None) if v is not None else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _display_name_form(cls, data: object) -> object:
+        """``Dondoc <dondoc@…>`` in from_addr / reply_to: the address, and (From) its name unless
+        from_name is given too. The header builder writes the name; the envelope needs the address."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("from_addr", "reply_to"):
+            v = data.get(key)
+            if isinstance(v, str) and ("<" in v or ">" in v):
+                name, addr = parseaddr(v.strip())
+                if not addr or "@" not in addr or any(c in addr for c in "<> ,;"):
+                    raise ValueError(f"địa chỉ “{v}” không hợp lệ; viết dạng dondoc@so.gov.vn hoặc "
+                                     "Tên hiển thị <dondoc@so.gov.vn>")
+                data[key] = addr
+                if key == "from_addr" and name.strip() and not data.get("from_name"):
+                    data["from_name"] = name.strip()
+        return data
 
     @property
     def effective_port(self) -> int:

@@ -1,24 +1,24 @@
-"""The delivery pass: drop what became moot, assign notices to digests, send what is due.
+"""The delivery pass, as stages: sending window → one sender → drop what became moot → assign
+routes → per digest: render → send on its channel → record.
 
-``deliver(db, pack, now)`` is the whole pass; ``now`` is an input (simulated time), so tests and
-replays never sleep. Sending happens only on working days of the pack's calendar, within
-``DONDOC_SEND_START``–``DONDOC_SEND_END`` (07:30–17:00, pack time zone); outside that window the pass does
-nothing at all, so notices written overnight go out together in one digest the next morning.
-
-Order of durable steps (each a commit):
-1. moot notices → dropped (KPI notices: checked against the KPI status recomputed now);
-2. new digests with their notices (one per recipient and route) — before anything is sent;
-3. per digest: mark "may reach the server from now on" → SMTP transaction → record the outcome
-   immediately after the server's reply, before the next message on that connection.
+``deliver(db, pack, now, smtp=…, delivery=…)`` is the whole pass; ``now`` is an input (simulated
+time), so tests and replays never sleep. Each stage is a small ``async def stage(p: Pass)``; their
+order is written once, in ``STAGES``. Channels (e-mail over SMTP, the .eml pickup folder, webhooks)
+share one interface (notifications/transport.py). Durable steps, each a commit:
+1. moot notices → dropped (KPI notices: against the KPI status computed once for this pass);
+2. new digests with their notices (one per recipient and route), before anything is sent;
+3. per digest: mark "may reach the receiver from now on" → send → record the outcome immediately
+   after the reply, before the next message on that connection.
 See notifications/README.md for why this makes a crash duplicate at most ``concurrency`` e-mails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from email.headerregistry import Address
@@ -39,7 +39,8 @@ from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
 from notifications.render import (KPI_STATUS_VI, NO_VALUE, Digest, DigestItem, Escalation, KpiLine, KpiOverview,
                                   KpiStatusGroup, LateUnit, Party, Renderer)
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.transport import EmailJob, Outcome, SmtpPool, post_webhook, write_eml
+from notifications.transport import (Channel, EmailJob, Outcome, PickupChannel, SmtpChannel, WebhookChannel, WebhookJob,
+                                     run_channel)
 
 log = logging.getLogger("dondoc.notify")
 
@@ -217,25 +218,39 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, objec
                   list(kpi.values()), overview)
 
 
-class _Run:
-    """One pass's sending state: prepares digests lazily and records each outcome at once."""
+# ---------------------------------------------------------------------------------------------
+# The pass as stages (after Alertmanager's notify pipeline). Every stage has one signature,
+# ``async def stage(p: Pass) -> None``; a stage ends the pass with ``p.stop(reason)``. The order is
+# composed in one place, STAGES at the end of this module. The last stage sends each due digest
+# through the per-digest steps render → send on its channel → record (``Feed`` and run_channel).
 
-    def __init__(self, ses: Session, ctx: Context, report: PassReport, should_stop: Callable[[], bool]):
-        self.ses, self.ctx, self.report, self.should_stop = ses, ctx, report, should_stop
-        self.by_id: dict[int, DeliveryRow] = {}
+
+class Pass:
+    """What the stages of one pass share: inputs, the open session, and the report."""
+
+    def __init__(self, db: Engine | str, ctx: Context, report: PassReport, should_stop: Callable[[], bool],
+                 reuse_connections: bool):
+        self.db, self.ctx, self.report, self.should_stop = db, ctx, report, should_stop
+        self.reuse_connections = reuse_connections
+        self.stack = contextlib.AsyncExitStack()   # the lock and the session, released after the last stage
+        self.ses: Session | None = None
+        self.due: list[DeliveryRow] = []
         self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
-        self._emails: list[DeliveryRow] = []
-        self._it = iter(self._emails)
-        self._buf: deque[DeliveryRow] = deque()
+        self.stopped = False
 
-    # -- preparation -------------------------------------------------------------------------
-    def _load(self, chunk: list[DeliveryRow]) -> None:
+    def stop(self, reason: str) -> None:
+        self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
+
+    # -- per digest: render, mark in flight, record ----------------------------------------------
+    def load(self, chunk: list[DeliveryRow]) -> None:
+        """Read a chunk of digests just before sending: moot notices dropped, live ones kept."""
         live, pairs = outbox.load_chunk(self.ses, chunk, self.ctx.now, self.ctx.kpi)
         self.live.update(live)
         self.pairs.update(pairs)
 
-    def _digest(self, d: DeliveryRow) -> tuple[Digest, object] | Outcome:
+    def render(self, d: DeliveryRow) -> EmailJob | WebhookJob | Outcome:
+        """The digest as of the sending day, through the templates, packed for its channel."""
         live = self.live.get(d.id)
         if not live:
             return Outcome("dropped", outbox.NOTHING_LEFT)
@@ -244,13 +259,8 @@ class _Run:
             rendered = self.ctx.renderer.render(digest, d.channel)
         except Exception as exc:  # a broken template edit: keep the digest, retry after the fix
             return Outcome.retry(f"Lỗi mẫu thư: {type(exc).__name__}: {exc}")
-        return digest, rendered
-
-    def prepare_email(self, d: DeliveryRow) -> EmailJob | Outcome:
-        got = self._digest(d)
-        if isinstance(got, Outcome):
-            return got
-        digest, rendered = got
+        if d.channel == "webhook":
+            return WebhookJob(d.id, d.target or "", rendered.subject, rendered.chat, {"subject": rendered.subject})
         unit = self.ctx.pack.units.get(d.recipient)
         if unit is None:
             return Outcome.failed(f"Đơn vị “{d.recipient}” không còn trong danh bạ (rules/units.yaml)")
@@ -268,15 +278,16 @@ class _Run:
         return EmailJob(d.id, d.message_id, env_from, rcpts, data, {"subject": rendered.subject})
 
     def in_flight(self, d: DeliveryRow) -> bool:
-        """Durably note that this digest may reach the server from now on (see README)."""
+        """Durably note that this digest may reach the receiver from now on (see README)."""
         prev = d.maybe_sent
         if not prev:
             outbox._write(self.ses, d, {"maybe_sent": True})
             self.ses.commit()
         return prev
 
-    # -- outcomes ----------------------------------------------------------------------------
-    def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None, prev_maybe: bool | None = None) -> None:
+    def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None,
+               prev_maybe: bool | None = None) -> None:
+        """The outcome, committed at once (before the connection sends anything else)."""
         extra: dict[str, object] = {}
         if subject:
             extra["subject"] = subject
@@ -300,73 +311,89 @@ class _Run:
         if d.status in (RETRY, FAILED):
             log.warning("delivery %s to %s: %s", d.id, d.recipient, d.last_error)
 
-    # -- JobSource for SmtpPool ----------------------------------------------------------------
-    def next_job(self) -> EmailJob | None:
-        while not self.should_stop():
+
+class Feed:
+    """The JobSource of one channel: digests in chunks of CHUNK, each rendered just before it is
+    sent and marked in flight; every outcome recorded as soon as the channel reports it."""
+
+    def __init__(self, p: Pass, deliveries: list[DeliveryRow]):
+        self.p = p
+        self.by_id = {d.id: d for d in deliveries}
+        self._it = iter(deliveries)
+        self._buf: deque[DeliveryRow] = deque()
+
+    def next_job(self) -> EmailJob | WebhookJob | None:
+        p = self.p
+        while not p.should_stop():
             if not self._buf:
                 chunk = list(islice(self._it, CHUNK))
                 if not chunk:
                     return None
-                self._load(chunk)
+                p.load(chunk)
                 self._buf.extend(chunk)
             d = self._buf.popleft()
-            job = self.prepare_email(d)
+            job = p.render(d)
             if isinstance(job, Outcome):
-                self.record(d, job)
+                p.record(d, job)
                 continue
-            job.extra["prev_maybe"] = self.in_flight(d)
+            job.extra["prev_maybe"] = p.in_flight(d)
             return job
         return None
 
-    def done(self, job: EmailJob, outcome: Outcome) -> None:
-        self.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
+    def done(self, job: EmailJob | WebhookJob, outcome: Outcome) -> None:
+        self.p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
 
     def defer_rest(self, reason: str) -> None:
         for d in chain(self._buf, self._it):
-            self.record(d, Outcome.retry(reason))
+            self.p.record(d, Outcome.retry(reason))
         self._buf.clear()
 
-    # -- channels ------------------------------------------------------------------------------
-    async def send(self, due: list[DeliveryRow], reuse: bool) -> None:
-        for d in due:
-            self.by_id[d.id] = d
-        self._emails.extend(d for d in due if d.channel == "email")
-        hooks = [d for d in due if d.channel == "webhook"]
-        tasks = [self._send_webhooks(hooks)]
-        if self.ctx.smtp.host:
-            tasks.append(SmtpPool(self.ctx.smtp, reuse=reuse, should_stop=self.should_stop).run(self))
-        else:
-            tasks.append(self._write_pickup())
-        await asyncio.gather(*tasks)
 
-    async def _write_pickup(self) -> None:
-        while (job := self.next_job()) is not None:
-            self.done(job, write_eml(self.ctx.smtp.pickup_dir, job))
-            await asyncio.sleep(0)
+def channels_for(smtp: SmtpConfig, settings: DeliveryConfig, reuse: bool) -> list[Channel]:
+    """E-mail (SMTP, or the pickup folder without a host) and webhooks."""
+    mail: Channel = SmtpChannel(smtp, reuse=reuse) if smtp.host else PickupChannel(smtp.pickup_dir)
+    return [mail, WebhookChannel(settings.webhook_concurrency, settings.webhook_timeout)]
 
-    async def _send_webhooks(self, hooks: list[DeliveryRow]) -> None:
-        sem = asyncio.Semaphore(self.ctx.settings.webhook_concurrency)
 
-        async def one(d: DeliveryRow) -> None:
-            async with sem:
-                if self.should_stop():
-                    return
-                self._load([d])
-                got = self._digest(d)
-                if isinstance(got, Outcome):
-                    self.record(d, got)
-                    return
-                digest, rendered = got
-                prev = self.in_flight(d)
-                try:
-                    outcome = await asyncio.wait_for(asyncio.to_thread(post_webhook, d.target or "", rendered.subject,
-                                                                        rendered.chat),
-                                                     timeout=self.ctx.settings.webhook_timeout * 2)
-                except Exception as exc:
-                    outcome = Outcome.retry(f"Gửi webhook không thành công: {type(exc).__name__}: {exc}", maybe_sent=True)
-                self.record(d, outcome, rendered.subject, prev)
+# -- the stages ---------------------------------------------------------------------------------
+async def sending_window(p: Pass) -> None:
+    """Working days, within the sending hours: outside them the pass writes nothing at all."""
+    blocked = sending_block_reason(p.ctx.pack, p.ctx.now, p.ctx.settings)
+    if blocked:
+        p.stop(blocked)
 
-        await asyncio.gather(*(one(d) for d in hooks))
+
+async def one_sender(p: Pass) -> None:
+    """One sender per database (the daemon's job and a manual ``dondoc notify``)."""
+    eng = _engine(p.db)
+    if not p.stack.enter_context(sender_lock(eng)):
+        p.stop("Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu")
+        return
+    p.ses = p.stack.enter_context(Session(eng, expire_on_commit=False))
+
+
+async def drop_moot(p: Pass) -> None:
+    """Notices whose report was submitted or waived, or whose KPI fact changed: never sent."""
+    p.report.dropped_notices = outbox.drop_moot(p.ses, p.ctx.now, p.ctx.kpi)
+    p.ses.commit()
+
+
+async def assign_routes(p: Pass) -> None:
+    """One digest per recipient and route, committed before anything is sent."""
+    p.report.new_deliveries = outbox.assign(p.ses, p.ctx.pack, p.ctx.now, p.ctx.domain)
+    p.ses.commit()
+    p.due = outbox.due_deliveries(p.ses, p.ctx.now)
+
+
+async def send_due(p: Pass) -> None:
+    """Each channel sends its due digests: render → send → record, per digest (Feed, run_channel)."""
+    jobs = [run_channel(ch, Feed(p, [d for d in p.due if d.channel == ch.kind]), p.should_stop)
+            for ch in channels_for(p.ctx.smtp, p.ctx.settings, p.reuse_connections)]
+    await asyncio.gather(*jobs)
+
+
+Stage = Callable[[Pass], Awaitable[None]]
+STAGES: tuple[Stage, ...] = (sending_window, one_sender, drop_moot, assign_routes, send_due)
 
 
 def _engine(db: Engine | str) -> Engine:
@@ -380,26 +407,15 @@ def _engine(db: Engine | str) -> Engine:
 async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: SmtpConfig, delivery: DeliveryConfig,
                    renderer: Renderer | None = None,
                    should_stop: Callable[[], bool] | None = None, reuse_connections: bool = True) -> PassReport:
-    """The delivery pass (async form, for callers that already run an event loop)."""
-    settings = delivery
+    """The delivery pass (async form, for callers that already run an event loop): STAGES in order."""
     report = PassReport(now=now.isoformat(), mode="smtp" if smtp.host else "pickup")
-    blocked = sending_block_reason(pack, now, settings)
-    if blocked:
-        report.sending_allowed, report.reason = False, blocked
-        return report
-    eng = _engine(db)
-    ctx = _context(pack, now, smtp, settings, renderer)
-    with sender_lock(eng) as mine:
-        if not mine:
-            report.sending_allowed, report.reason = False, "Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu"
-            return report
-        with Session(eng, expire_on_commit=False) as ses:
-            report.dropped_notices = outbox.drop_moot(ses, now, ctx.kpi)
-            ses.commit()
-            report.new_deliveries = outbox.assign(ses, pack, now, ctx.domain)
-            ses.commit()
-            due = outbox.due_deliveries(ses, now)
-            await _Run(ses, ctx, report, should_stop or (lambda: False)).send(due, reuse_connections)
+    p = Pass(db, _context(pack, now, smtp, delivery, renderer), report, should_stop or (lambda: False),
+             reuse_connections)
+    async with p.stack:
+        for stage in STAGES:
+            await stage(p)
+            if p.stopped:
+                break
     return report
 
 

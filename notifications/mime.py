@@ -16,10 +16,9 @@ import re
 from functools import lru_cache
 from datetime import datetime
 from email import policy
-from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, getaddresses
+from email.utils import format_datetime, getaddresses
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -72,35 +71,97 @@ def envelope_address(addr: str) -> str:
     return info.ascii_email
 
 
-# CPython 3.11's header folder loses or inserts spaces when it folds a long non-ASCII phrase
-# across encoded-words ("sắp đến" → "sắpđến"), and it separates per-word encoded-words by bare
-# spaces, which RFC 2047 §6.2 tells mail clients to ignore. Vietnamese subjects and unit names are
-# long, so the encoded-words are made here with email.header.Header (spaces inside the encoded
-# text, splits on character boundaries), every line kept under 78 characters so the policy stores
-# them verbatim, and the result is parsed back and compared before use.
+# Encoded-words (RFC 2047) are made here, not by CPython's folder, which splits them inside a word
+# ("đôn" → "đô" + "n") and so makes decoders disagree. Checked by tests/test_mail_headers.py against
+# Python (policy.default; decode_header) and npm's mailparser:
+# * unstructured text (Subject): encoded-words split only at a space, the space carried at the
+#   start of the next word (whitespace *between* encoded-words is ignored by every decoder);
+# * display names: plain ASCII words stay as they are and each run of other words is ONE
+#   encoded-word, so no two encoded-words are adjacent: Python reads the whitespace between two
+#   of them in a phrase as a space, RFC 2047 decoders drop it, and no spelling satisfies both.
+#   A run too long for one encoded-word (e.g. "học, công nghệ, đổi mới sáng tạo và chuyển đổi
+#   số") is written, instead, as a quoted string of encoded-words split at spaces, the form Outlook
+#   writes; inside quotes every one of these decoders joins adjacent encoded-words the RFC way.
+#   Every line stays ≤ 78 characters.
 _LINE = 76
-
-
-def _encoded(text: str, header_name: str | None = None) -> str:
-    """RFC 2047 base64 encoded-words of whole characters (spaces inside them), one per line:
-    ≤ 75 characters each and ≤ 78 per line counting ``Name: `` on the first."""
-    if text.isascii():
-        return Header(text, "us-ascii", maxlinelen=_LINE - 6, header_name=header_name).encode(linesep="\n")
-    words, chunk, size = [], [], 0
-    room = min(75, 78 - (len(header_name) + 2 if header_name else 1))
-    for ch in text:
-        b = ch.encode("utf-8")
-        if chunk and 12 + 4 * ((size + len(b) + 2) // 3) > room:
-            words.append(_ew(b"".join(chunk)))
-            chunk, size, room = [], 0, 75              # continuation lines: " " + word
-        chunk.append(b)
-        size += len(b)
-    words.append(_ew(b"".join(chunk)))
-    return "\n ".join(words)
+_EW_MAX = 75
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")     # atext without "=" and "?" (no "=?…?=" lookalike)
 
 
 def _ew(data: bytes) -> str:
     return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+
+
+def _ew_len(nbytes: int) -> int:
+    return 12 + 4 * ((nbytes + 2) // 3)
+
+
+def _split_text(text: str, room: int) -> list[str]:
+    """Pieces of ``text``, each fitting one encoded-word of ``room`` characters, cut before a space
+    (a word longer than a whole encoded-word is cut between characters: nothing else is possible)."""
+    pieces: list[str] = []
+    words = re.split(r"(?= )", text)                     # "a b c" → ["a", " b", " c"]
+    cur = ""
+    for w in words:
+        if _ew_len(len((cur + w).encode("utf-8"))) <= room:
+            cur += w
+            continue
+        if cur:
+            pieces.append(cur)
+        cur = ""
+        for ch in w:                                       # only when one word is too long by itself
+            if cur and _ew_len(len((cur + ch).encode("utf-8"))) > room:
+                pieces.append(cur)
+                cur = ""
+            cur += ch
+    if cur:
+        pieces.append(cur)
+    return pieces
+
+
+def _fold(tokens: list[str], first: int) -> str:
+    """Tokens joined by single spaces, a line break before a token that would pass column 78."""
+    out, col = "", first
+    for i, t in enumerate(tokens):
+        if i == 0:
+            out, col = t, first + len(t)
+        elif col + 1 + len(t) > 78:
+            out += "\n " + t
+            col = 1 + len(t)
+        else:
+            out += " " + t
+            col += 1 + len(t)
+    return out
+
+
+def _encoded(text: str, header_name: str | None = None) -> str:
+    """Unstructured text (Subject) as RFC 2047 base64 words of whole words, one per line."""
+    first = len(header_name) + 2 if header_name else 1
+    if text.isascii() and "=?" not in text and all(len(w) + first < 78 for w in text.split(" ")):
+        return _fold(text.split(" "), first)
+    pieces = _split_text(text, min(_EW_MAX, 78 - first))
+    return "\n ".join(_ew(p.encode("utf-8")) for p in pieces)
+
+
+def _phrase(name: str, first: int) -> list[str]:
+    """A display name as phrase tokens (see the rules above); ``first``: columns already used on
+    the header's first line."""
+    tokens: list[str] = []
+    run: list[str] = []
+    for w in name.split(" ") + [""]:
+        if (not w or _ATOM.fullmatch(w)) and run:
+            tokens.append(_ew(" ".join(run).encode("utf-8")))
+            run = []
+        if _ATOM.fullmatch(w):
+            tokens.append(w)
+        elif w:
+            run.append(w)
+    if tokens and all(len(t) <= _EW_MAX for t in tokens) and first + len(tokens[0]) <= 78:
+        return tokens
+    room = min(_EW_MAX - 1, 78 - first - 1)               # the quote characters
+    pieces = [_ew(p.encode("utf-8")) for p in _split_text(name, room)]
+    pieces[0], pieces[-1] = '"' + pieces[0], pieces[-1] + '"'
+    return pieces
 
 
 def encode_unstructured(name: str, value: str) -> str:
@@ -110,13 +171,13 @@ def encode_unstructured(name: str, value: str) -> str:
 def encode_addresses(name: str, addrs: list[Address]) -> str:
     parts = []
     for i, a in enumerate(addrs):
-        if not a.display_name:
-            parts.append(a.addr_spec)
-        elif a.display_name.isascii() and len(a.display_name) < 60:
-            parts.append(formataddr((a.display_name, a.addr_spec)))
-        else:
-            parts.append(_encoded(a.display_name, name if i == 0 else None) + "\n <" + a.addr_spec + ">")
-    return ",\n ".join(parts)
+        first = len(name) + 2 if i == 0 else 1
+        tokens = _phrase(one_line(a.display_name), first) if a.display_name else []
+        tokens.append(f"<{a.addr_spec}>" if tokens else a.addr_spec)
+        if i < len(addrs) - 1:
+            tokens[-1] += ","                              # counted in the line's length
+        parts.append(_fold(tokens, first))
+    return "\n ".join(parts)
 
 
 def _lines_ok(name: str, raw: str) -> bool:
@@ -136,7 +197,7 @@ def _address_header(name: str, addrs: tuple[tuple[str, str], ...]) -> str:
         raise BadAddress(f"không tạo được trường {name} an toàn")
     # Parsed back, the header must name exactly these mailboxes and no other. (Encoded-words hold
     # no commas, quotes or angle brackets, so the fast legacy parser is exact here; display names
-    # are Header's own encoding of one-line text.)
+    # are this module's base64 encoded-words of one-line text.)
     if [spec for _, spec in getaddresses([raw.replace("\n", "")])] != [spec for _, spec in addrs]:
         raise BadAddress(f"không tạo được trường {name} an toàn")
     return raw

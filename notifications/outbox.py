@@ -3,8 +3,9 @@
 notice pending ──assign──► item in a delivery per route ──send──► delivery sent | retry | failed
        └─ moot (instance submitted, waived or no longer asked for) ──► dropped, never sent
 
-KPI notices (kind "kpi", obligation "kpi:<target>"; kind "kpi_summary" for the secretariat) have no
-instance: what they are about is recomputed from the KPI values as of the sending day (``KpiFacts``),
+KPI notices (kind "kpi", about a ``KpiSubject`` of engine/kpi/subject.py; kind "kpi_summary" for the
+secretariat) have no instance: what they are about is computed from the KPI values as of the
+sending day, once per delivery pass (``KpiFacts``),
 and a KPI item that no longer slips the same way (a value was recorded, the target is met or back on
 track) is moot like a submitted report.
 
@@ -17,8 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from types import SimpleNamespace
+from datetime import date, datetime
 from typing import Union
 
 from functools import lru_cache
@@ -26,17 +26,16 @@ from functools import lru_cache
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
-from tenacity import wait_exponential
 
 from engine.errors import RulePackInvalid
-from engine.evaluation import KPI_PREFIX
 from engine.kpi.report import KpiItem, KpiSummary, ReportRow
-from engine.pipeline import kpi_item_key
+from engine.kpi.subject import KpiSubject, decode, is_kpi_obligation
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow, UnitRow
 from notifications.mime import digest_hash, message_id_for
 from notifications.models import (DROPPED, FAILED, OPEN_STATUSES, PENDING, RETRY, SENT, STATUS_VI,
                                   DeliveryItemRow, DeliveryRow)
+from notifications.retry import backoff
 from notifications.transport import Outcome, mask_url
 
 FRESH = {"populate_existing": True}   # re-read rows another process may have changed
@@ -67,18 +66,12 @@ def routes_for(pack: RulePack, recipient: str) -> list[Route]:
     return out
 
 
-def backoff(attempt: int, first_s: float, max_s: float) -> timedelta:
-    """Tenacity's exponential schedule (first, 2·first, 4·first … capped), in simulated time."""
-    wait = wait_exponential(multiplier=first_s, min=first_s, max=max_s, exp_base=2)
-    return timedelta(seconds=float(wait(SimpleNamespace(attempt_number=max(1, attempt)))))
-
-
 # ---------------------------------------------------------------------------------------------
 # KPI notices
 
 
 def is_kpi_item(n: NoticeRow) -> bool:
-    return n.instance_id is None and n.obligation.startswith(KPI_PREFIX)
+    return n.instance_id is None and is_kpi_obligation(n.obligation)
 
 
 def is_kpi_summary(n: NoticeRow) -> bool:
@@ -90,24 +83,30 @@ def is_kpi(n: NoticeRow) -> bool:
 
 
 class KpiFacts:
-    """The KPI status as of the sending day: what each KPI notice is about, recomputed on demand.
+    """The KPI status as of the sending day: what each KPI notice is about.
 
-    ``refresh`` evaluates every target once (``engine.kpi.report.kpi_status``) and is called just
-    before KPI notices are checked for mootness or put into a digest, so a value recorded a moment
-    ago counts. When the KPI files cannot be read, ``error`` says why and nothing is moot (the
-    notices are sent with what they carry; the secretariat's summary shows the error).
+    ``resolve`` evaluates every target once per delivery pass (``engine.kpi.report.kpi_status``),
+    the first time KPI notices are checked for mootness, so a value recorded before the pass counts
+    and the thousands of digests of one pass (read in chunks of 16) share one computation. When the
+    KPI files cannot be read, ``error`` says why and nothing is moot (the notices are sent with what
+    they carry; the secretariat's summary shows the error).
     """
 
     def __init__(self, pack: RulePack, today: date):
         self.pack, self.today = pack, today
-        self.items: dict[str, KpiItem] = {}
+        self.items: dict[KpiSubject, KpiItem] = {}
         self.rows: dict[str, ReportRow] = {}
         self.summary: KpiSummary | None = None
         self.error: str | None = None
+        self.resolved = 0                  # how many times kpi_status ran (once per pass)
 
-    def refresh(self, ses: Session) -> "KpiFacts":
+    def resolve(self, ses: Session) -> "KpiFacts":
+        """Compute the KPI status once; later calls in the same pass reuse it."""
+        if self.resolved:
+            return self
         from engine.kpi.report import kpi_status
 
+        self.resolved += 1
         try:
             rows, items, summary = kpi_status(ses, self.pack, self.today)
         except RulePackInvalid as exc:   # a KPI typo (no query ran): never stop the reports' digests
@@ -117,7 +116,7 @@ class KpiFacts:
             self._failed(f"{type(exc).__name__}: {exc}")
             log.exception("KPI status failed")
         else:
-            self.items = {i.key: i for i in items}
+            self.items = {KpiSubject.of(i.target, i.status, i.period, i.milestone): i for i in items}
             self.rows = {r.target: r for r in rows}
             self.summary, self.error = summary, None
         return self
@@ -129,8 +128,8 @@ class KpiFacts:
     def subject(self, n: NoticeRow) -> KpiItem | KpiSummary | None:
         if is_kpi_summary(n):
             return self.summary
-        key = kpi_item_key(n.obligation, n.period)
-        return self.items.get(key) if key else None
+        subj = decode(n.obligation, n.period)
+        return self.items.get(subj) if subj else None
 
     def moot_reason(self, n: NoticeRow) -> str | None:
         """Why a KPI notice must not be sent any more (None: still worth sending, or unknown)."""
@@ -140,13 +139,12 @@ class KpiFacts:
             if self.summary is None or not self.summary.slipping:
                 return "Không còn chỉ tiêu nào chậm tiến độ, không đạt hoặc thiếu số liệu"
             return None
-        key = kpi_item_key(n.obligation, n.period)
-        if key is not None and key in self.items:
+        subj = decode(n.obligation, n.period)
+        if subj is None or subj in self.items:
             return None
-        target = n.obligation[len(KPI_PREFIX):]
-        row = self.rows.get(target)
+        row = self.rows.get(subj.target)
         if row is None:
-            return f"Không còn chỉ tiêu “{target}” trong tệp chỉ tiêu"
+            return f"Không còn chỉ tiêu “{subj.target}” trong tệp chỉ tiêu"
         when = f" (kỳ {row.period})" if row.status == "no_data" and row.period else ""
         return f"Chỉ tiêu “{row.indicator_name}” nay có tình trạng “{row.status_vi}”{when}"
 
@@ -159,7 +157,7 @@ def _subjects_for(ses: Session, notices: list[NoticeRow], kpi: KpiFacts | None) 
     kpi_notices = [n for n in notices if is_kpi(n)]
     out: dict[int, Subject] = dict(_instances_for(ses, [n for n in notices if not is_kpi(n)]))
     if kpi_notices and kpi is not None:
-        kpi.refresh(ses)
+        kpi.resolve(ses)
     for n in kpi_notices:
         out[n.id] = kpi.subject(n) if kpi is not None else None
     return out

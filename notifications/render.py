@@ -22,8 +22,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
-from jinja2 import (ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError,
-                    TemplateNotFound, TemplateSyntaxError, select_autoescape)
+from jinja2 import (ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound,
+                    TemplateSyntaxError, select_autoescape)
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import RuleError, display_path
 
@@ -226,13 +228,17 @@ def _one_line(text: str, limit: int = 250) -> str:
 
 
 class Renderer:
-    """A Jinja2 environment over the override directory and the shipped templates."""
+    """A sandboxed Jinja2 environment over the override directory and the shipped templates.
+
+    The secretariat edits these files, so a template is untrusted input: the immutable sandbox
+    refuses attribute paths such as ``cycler.__init__.__globals__`` (no code can run as the
+    daemon's user) and any call that changes an object (``list.append``)."""
 
     def __init__(self, override_dir: Path | None = None):
         self.override_dir = Path(override_dir) if override_dir else None
         loaders = [FileSystemLoader(str(self.override_dir))] if self.override_dir else []
         loaders.append(FileSystemLoader(str(SHIPPED_DIR)))
-        self.env = Environment(
+        self.env = ImmutableSandboxedEnvironment(
             loader=ChoiceLoader(loaders),
             autoescape=select_autoescape(enabled_extensions=("html.j2", "htm.j2"), default_for_string=False,
                                          default=False),
@@ -364,6 +370,11 @@ def check_templates(directory: Path | None = None) -> list[RuleError]:
             ctx["subject"] = "Tiêu đề mẫu"
             try:
                 out = renderer.env.get_template(name).render(ctx)
+            except SecurityError as exc:   # the sandbox refused: never sent, and said plainly
+                errors.append(RuleError(display_path(p), _error_line(exc, p), "template",
+                                        f"mẫu thư dùng thao tác không được phép (truy cập thuộc tính nội bộ hoặc sửa "
+                                        f"dữ liệu; mẫu thư chỉ được đọc dữ liệu): {exc}"))
+                break
             except (TemplateError, Exception) as exc:  # any failure: the template cannot be sent
                 errors.append(RuleError(display_path(p), _error_line(exc, p), "template",
                                         f"lỗi khi thử điền dữ liệu mẫu: {type(exc).__name__}: {exc}"))

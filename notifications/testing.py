@@ -25,6 +25,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    helo: str = ""                  # the client's HELO/EHLO name
+    tls: bool = False               # the transaction ran over TLS (STARTTLS)
 
     @property
     def message(self) -> EmailMessage:
@@ -85,7 +87,8 @@ class RecordingHandler:
         with self._lock:
             self.count += 1
             if self.keep:
-                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content),
+                                              session.host_name or "", session.ssl is not None))
         self._window[id(session)] = True
         return "250 2.0.0 Message accepted for delivery"
 
@@ -99,6 +102,28 @@ class RecordingHandler:
 
     def message_ids(self) -> list[str]:
         return [m.message_id for m in self.messages]
+
+
+def self_signed_cert(directory) -> tuple[str, str]:
+    """(certfile, keyfile) for CN=localhost / 127.0.0.1, made with the openssl command."""
+    import subprocess
+    from pathlib import Path
+
+    d = Path(directory)
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def starttls_controller(handler, certfile: str, keyfile: str, **kwargs) -> "EphemeralController":
+    """An aiosmtpd server that offers STARTTLS with the given certificate (and requires it)."""
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile)
+    return EphemeralController(handler, tls_context=ctx, require_starttls=True, **kwargs)
 
 
 class EphemeralController(Controller):
@@ -121,16 +146,34 @@ def free_port() -> int:
 
 
 class WebhookReceiver:
-    """ThreadingHTTPServer on loopback recording JSON POST bodies; ``fail`` = HTTP codes to answer first."""
+    """ThreadingHTTPServer on loopback recording JSON POST bodies; ``fail`` = HTTP codes to answer first;
+    ``delay`` seconds before answering; ``max_active`` = most requests seen in progress at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.bodies: list[dict] = []
         self.paths: list[str] = []
         self.fail: list[int] = []
+        self.delay = delay
+        self.active = self.max_active = 0
+        lock = threading.Lock()
         receiver = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
+                with lock:
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
+                try:
+                    if receiver.delay:
+                        import time
+
+                        time.sleep(receiver.delay)
+                    self._answer()
+                finally:
+                    with lock:
+                        receiver.active -= 1
+
+            def _answer(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 code = receiver.fail.pop(0) if receiver.fail else 200
                 if code == 200:

@@ -1,4 +1,4 @@
-"""Transports: SMTP (aiosmtplib, a few reused connections), a pickup folder of .eml files, webhooks.
+"""Channels: e-mail over SMTP (aiosmtplib, a few reused connections), a pickup folder of .eml files, webhooks.
 
 Each returns an ``Outcome`` per digest; the caller records it in the database before the next
 message on the same connection starts (see notifications/README.md, "exactly-once window").
@@ -62,10 +62,10 @@ class EmailJob:
 
 
 class JobSource(Protocol):
-    """Hands out prepared e-mails one at a time and receives each outcome."""
+    """Hands out prepared jobs (rendered digests) one at a time and records each outcome."""
 
-    def next_job(self) -> EmailJob | None: ...
-    def done(self, job: EmailJob, outcome: Outcome) -> None: ...
+    def next_job(self): ...
+    def done(self, job, outcome: Outcome) -> None: ...
     def defer_rest(self, reason: str) -> None: ...
 
 
@@ -100,74 +100,186 @@ def classify_smtp_error(exc: BaseException) -> Outcome:
     return Outcome.retry(f"Lỗi gửi thư: {type(exc).__name__}: {exc}", disconnected=True, maybe_sent=True)
 
 
-class SmtpPool:
-    """``concurrency`` workers, each with its own connection, reused for its whole share of the batch.
+class InsecureLogin(Exception):
+    """The configuration would send the SMTP password over a connection without TLS (see SmtpConfig)."""
 
-    ``reuse=False`` opens a connection per message (for the benchmark's comparison only).
-    """
 
-    def __init__(self, cfg: SmtpConfig, *, reuse: bool = True, should_stop: Callable[[], bool] | None = None):
-        self.cfg = cfg
-        self.reuse = reuse
-        self.should_stop = should_stop or (lambda: False)
-        self.down: str | None = None
-        self.local_hostname = cfg.helo or socket.gethostname() or "localhost"
+def local_hostname(cfg: SmtpConfig) -> str:
+    """The HELO/EHLO name: ``[smtp] helo`` / DONDOC_SMTP_HELO, else this machine's name."""
+    return cfg.helo or socket.gethostname() or "localhost"
 
-    def _client(self) -> aiosmtplib.SMTP:
-        cfg = self.cfg
-        return aiosmtplib.SMTP(
-            hostname=cfg.host, port=cfg.effective_port, use_tls=cfg.security == "tls",
-            start_tls=cfg.security == "starttls", validate_certs=cfg.validate_certs, timeout=cfg.timeout,
-            username=cfg.username, password=cfg.password_value if cfg.username else None,
-            local_hostname=self.local_hostname,
-        )
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        smtp = self._client()
-        await smtp.connect()
-        return smtp
+def smtp_client(cfg: SmtpConfig, *, timeout: float | None = None, login: bool = True) -> aiosmtplib.SMTP:
+    """THE SMTP client of dondoc (digests, the admin alert, ``dondoc doctor``): one place that maps
+    the configuration to aiosmtplib, so TLS, certificate checks, HELO and credentials are the same
+    everywhere. Raises InsecureLogin instead of building a client that would send the password in
+    clear. The password is read from its SecretStr only here, for aiosmtplib's login."""
+    refusal = cfg.plaintext_auth_refusal()
+    if refusal is not None:
+        raise InsecureLogin(refusal)
+    creds = login and bool(cfg.username)
+    return aiosmtplib.SMTP(
+        hostname=cfg.host, port=cfg.effective_port, use_tls=cfg.security == "tls",
+        start_tls=cfg.security == "starttls", validate_certs=cfg.validate_certs,
+        timeout=timeout if timeout is not None else cfg.timeout,
+        username=cfg.username if creds else None, password=cfg.password_value if creds else None,
+        local_hostname=local_hostname(cfg),
+    )
 
-    async def _worker(self, source: JobSource) -> None:
-        smtp: aiosmtplib.SMTP | None = None
+
+# ---------------------------------------------------------------------------------------------
+# Channels: one interface, three implementations (e-mail over SMTP, pickup folder, webhook)
+
+
+class Connection(Protocol):
+    """One sending slot of a channel (an SMTP connection; a webhook or pickup worker)."""
+
+    async def send(self, job) -> Outcome: ...
+    async def close(self) -> None: ...
+
+
+class Channel(Protocol):
+    """Where digests of one kind go. ``concurrency`` connections each send one job at a time; the
+    caller records every outcome before that connection sends its next job."""
+
+    kind: str            # the DeliveryRow.channel it serves: "email" | "webhook"
+    concurrency: int
+
+    def open(self) -> Connection: ...
+
+
+class SmtpChannel:
+    """E-mail through the configured server; each connection is reused for its share of the batch
+    (``reuse=False``: one connection per message, for the benchmark's comparison only)."""
+
+    kind = "email"
+
+    def __init__(self, cfg: SmtpConfig, *, reuse: bool = True):
+        self.cfg, self.reuse, self.concurrency = cfg, reuse, cfg.concurrency
+
+    def open(self) -> "SmtpConnection":
+        return SmtpConnection(self.cfg, self.reuse)
+
+
+class SmtpConnection:
+    def __init__(self, cfg: SmtpConfig, reuse: bool):
+        self.cfg, self.reuse = cfg, reuse
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    async def send(self, job: "EmailJob") -> Outcome:
+        if self.smtp is None or not self.smtp.is_connected:
+            try:
+                smtp = smtp_client(self.cfg)
+            except InsecureLogin as exc:   # a configuration problem: the digest waits for the fix
+                return Outcome.retry(str(exc), server_down=True)
+            try:
+                await smtp.connect()
+            except Exception as exc:       # refused, DNS, TLS, auth, timeout: the server, not the message
+                return Outcome.retry(f"Không kết nối được máy chủ SMTP {self.cfg.host}:{self.cfg.effective_port}: "
+                                     f"{type(exc).__name__}: {exc}", server_down=True)
+            self.smtp = smtp
         try:
-            while self.down is None and not self.should_stop():
+            errors, _resp = await self.smtp.sendmail(job.sender, job.recipients, job.data)
+            note = None
+            if errors:
+                note = "Một số địa chỉ bị từ chối: " + "; ".join(
+                    f"{a}: {_smtp_reason(r.code, r.message)}" for a, r in errors.items())
+            outcome = Outcome.sent(note)
+        except Exception as exc:
+            outcome = classify_smtp_error(exc)
+        if outcome.disconnected or not self.reuse:
+            await self.close()
+        return outcome
+
+    async def close(self) -> None:
+        if self.smtp is not None:
+            await _close(self.smtp)
+            self.smtp = None
+
+
+class PickupChannel:
+    """No SMTP host: each e-mail becomes an .eml file in the pickup folder."""
+
+    kind, concurrency = "email", 1
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def open(self) -> "PickupChannel":
+        return self
+
+    async def send(self, job: "EmailJob") -> Outcome:
+        return write_eml(self.directory, job)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class WebhookJob:
+    delivery_id: int
+    target: str                     # Apprise URL
+    title: str
+    body: str
+    extra: dict = field(default_factory=dict)
+
+
+class WebhookChannel:
+    """Apprise notifications, ``concurrency`` at a time, each bounded by ``timeout`` seconds."""
+
+    kind = "webhook"
+
+    def __init__(self, concurrency: int, timeout: float):
+        self.concurrency, self.timeout = concurrency, timeout
+
+    def open(self) -> "WebhookChannel":
+        return self
+
+    async def send(self, job: WebhookJob) -> Outcome:
+        try:   # Apprise bounds each socket operation; this bounds the whole call (several requests)
+            return await asyncio.wait_for(asyncio.to_thread(post_webhook, job.target, job.title, job.body,
+                                                            self.timeout), timeout=self.timeout * 2 + 1)
+        except Exception as exc:
+            return Outcome.retry(f"Gửi webhook không thành công: {type(exc).__name__}: {exc}", maybe_sent=True)
+
+    async def close(self) -> None:
+        return None
+
+
+async def run_channel(channel: Channel, source: JobSource, should_stop: Callable[[], bool] | None = None) -> None:
+    """Send everything ``source`` hands out on ``channel``: ``concurrency`` workers, each taking a
+    job, sending it on its connection and handing the outcome back (recorded and committed) before
+    its next job. A failure of the whole server stops every worker; the rest is deferred."""
+    should_stop = should_stop or (lambda: False)
+    down: list[str] = []
+
+    async def worker() -> None:
+        conn = channel.open()
+        try:
+            while not down and not should_stop():
                 job = source.next_job()
                 if job is None:
                     return
-                if smtp is None or not smtp.is_connected:
-                    try:
-                        smtp = await self._connect()
-                    except Exception as exc:  # refused, DNS, TLS, auth, timeout: the server, not the message
-                        smtp = None
-                        self.down = (f"Không kết nối được máy chủ SMTP {self.cfg.host}:{self.cfg.effective_port}: "
-                                     f"{type(exc).__name__}: {exc}")
-                        source.done(job, Outcome.retry(self.down, server_down=True))
-                        return
-                try:
-                    errors, _resp = await smtp.sendmail(job.sender, job.recipients, job.data)
-                    note = None
-                    if errors:
-                        note = "Một số địa chỉ bị từ chối: " + "; ".join(
-                            f"{a}: {_smtp_reason(r.code, r.message)}" for a, r in errors.items())
-                    outcome = Outcome.sent(note)
-                except Exception as exc:
-                    outcome = classify_smtp_error(exc)
-                # Record before anything else happens on this connection: this is the window.
-                source.done(job, outcome)
+                outcome = await conn.send(job)
+                source.done(job, outcome)          # the exactly-once window ends here (README)
                 if outcome.server_down:
-                    self.down = outcome.reason
-                if outcome.disconnected or not self.reuse:
-                    await _close(smtp)
-                    smtp = None
+                    down.append(outcome.reason or "máy chủ không nhận thư")
         finally:
-            if smtp is not None:
-                await _close(smtp)
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(channel.concurrency)))
+    if down:
+        source.defer_rest(down[0])
+
+
+class SmtpPool:
+    """``run_channel`` over an SmtpChannel (kept for benchmarks/bench_smtp.py's transport-only rows)."""
+
+    def __init__(self, cfg: SmtpConfig, *, reuse: bool = True, should_stop: Callable[[], bool] | None = None):
+        self.channel, self.should_stop = SmtpChannel(cfg, reuse=reuse), should_stop
 
     async def run(self, source: JobSource) -> None:
-        workers = [asyncio.create_task(self._worker(source)) for _ in range(self.cfg.concurrency)]
-        await asyncio.gather(*workers)
-        if self.down is not None:
-            source.defer_rest(self.down)
+        await run_channel(self.channel, source, self.should_stop)
 
 
 async def _close(smtp: aiosmtplib.SMTP) -> None:
@@ -199,7 +311,7 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{host}/…" if rest else scheme
 
 
-def post_webhook(url: str, title: str, body: str) -> Outcome:
+def post_webhook(url: str, title: str, body: str, timeout: float | None = None) -> Outcome:
     """One Apprise notification (blocking; run it in a thread). Apprise reports only success or
     failure, so every failure is retried with backoff until max_attempts; a URL Apprise cannot
     parse is a permanent failure."""
@@ -208,6 +320,9 @@ def post_webhook(url: str, title: str, body: str) -> Outcome:
     ap = apprise.Apprise()
     if not ap.add(url):
         return Outcome.failed(f"Địa chỉ webhook {mask_url(url)} không hợp lệ hoặc Apprise không hỗ trợ")
+    if timeout is not None and not any(k in url for k in ("cto=", "rto=")):   # the URL's own value wins
+        for service in ap:
+            service.socket_connect_timeout = service.socket_read_timeout = timeout
     result = ap.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT, log_level=logging.WARNING)
     if result:
         return Outcome.sent()

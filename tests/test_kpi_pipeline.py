@@ -396,3 +396,31 @@ def test_notice_intent_of_a_kpi_item() -> None:
         assert ev.evaluate([item], date(2026, 6, 8), CAL) == []
         assert ev.evaluate([item], date(2026, 6, 9), CAL) == [
             NoticeIntent("kpi:ty-le-2026", "skhcn", "behind:2026-12-31", "overdue", "skhcn", "kpi", 0, 1)]
+
+
+def test_kpi_facts_are_resolved_once_per_pass(smtp, sqlite_url, kpipack, monkeypatch) -> None:
+    """Issue 9.3: the KPI status is computed once per delivery pass, not for every chunk of digests
+    (here one digest per chunk, so the unit's KPI digest and the secretariat's summary are read apart)."""
+    import engine.kpi.report as report
+    import notifications.delivery as delivery
+
+    handler, port = smtp
+    record(sqlite_url, kpipack, 22, "2025-11-14", "2026-06-08T10:00")
+    run_evaluate(sqlite_url, kpipack, "2026-06-08T11:00")
+    run_evaluate(sqlite_url, kpipack, "2026-06-09T07:00")
+    calls = []
+    real = report.kpi_status
+    monkeypatch.setattr(report, "kpi_status", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(delivery, "CHUNK", 1)
+    rep = deliver(sqlite_url, kpipack, at("2026-06-09T09:00"), smtp=smtp_cfg(port), delivery=FAST)
+    assert rep.sent >= 2 and len(kpi_notices(sqlite_url)) == 2
+    assert len(calls) == 1
+
+
+def test_kpi_subject_codec_round_trips() -> None:
+    from engine.kpi.subject import KpiSubject, decode, encode
+
+    for subj in (KpiSubject("ty-le-2026", "behind", "2026-12-31"), KpiSubject("vneid-2030", "no_data", "2026")):
+        assert decode(*encode(subj)) == subj
+    assert encode(KpiSubject.of("t", "missed", None, date(2025, 12, 31))) == ("kpi:t", "missed:2025-12-31")
+    assert decode("nam-skhcn", "2026") is None and decode("kpi:t", "garbled") is None

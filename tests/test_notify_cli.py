@@ -74,3 +74,27 @@ def test_migration_0002_downgrades_and_upgrades(sqlite_url) -> None:
     command.upgrade(cfg, "head")
     names = inspect(get_engine(sqlite_url)).get_table_names()
     assert {"deliveries", "delivery_items"} <= set(names)
+
+
+def test_notify_exits_non_zero_when_every_digest_fails_permanently(sqlite_url, minipack, tmp_path, monkeypatch) -> None:
+    """Issue 10.10: a run whose digests all failed for good used to exit 0 (a timer never noticed)."""
+    from engine.app.cli import app
+    from notifications.testing import EphemeralController, RecordingHandler
+
+    _seed(sqlite_url, minipack)
+    handler = RecordingHandler(always={"skhcn@example.org": "550 5.1.1 User unknown",
+                                       "vp@example.org": "550 5.1.1 User unknown"})
+    ctl = EphemeralController(handler)
+    ctl.start()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("DONDOC_NOW", raising=False)
+        for k, v in {"DONDOC_SMTP_HOST": "127.0.0.1", "DONDOC_SMTP_PORT": str(ctl.port), "DONDOC_SMTP_SECURITY": "none",
+                     "DONDOC_SMTP_FROM": "dondoc@vptu.example.org"}.items():
+            monkeypatch.setenv(k, v)
+        args = ["notify", "--rules", str(MINIPACK), "--calendar", str(CALENDAR), "--db", sqlite_url, "--as-of", "2026-11-25"]
+        res = CliRunner().invoke(app, args)
+    finally:
+        ctl.stop()
+    assert res.exit_code == 1, res.output
+    assert "không thành công" in res.output and handler.messages == []

@@ -84,11 +84,11 @@ def run_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: s
 
 
 def _smtp_check(s) -> CheckResult:
-    import aiosmtplib
+    """Connect and log in with the very client the sender uses (notifications.transport.smtp_client)."""
+    from notifications.transport import InsecureLogin, smtp_client
 
     async def probe() -> str:
-        client = aiosmtplib.SMTP(hostname=s.host, port=s.effective_port, timeout=min(s.timeout, 10),
-                                 use_tls=s.security == "tls", start_tls=s.security == "starttls")
+        client = smtp_client(s, timeout=min(s.timeout, 10), login=False)
         await client.connect()
         try:
             if s.username:
@@ -101,12 +101,18 @@ def _smtp_check(s) -> CheckResult:
 
     try:
         problem = asyncio.run(probe())
+    except InsecureLogin as exc:
+        return (False, "máy chủ thư", f"{s.host}:{s.effective_port}: {exc}")
     except Exception as exc:
         return (False, "máy chủ thư", f"không kết nối được {s.host}:{s.effective_port} ({exc.__class__.__name__}: {exc}); "
                                       "kiểm tra DONDOC_SMTP_HOST/PORT/SECURITY và tường lửa")
     if problem:
         return (False, "máy chủ thư", problem)
-    return (True, "máy chủ thư", f"{s.host}:{s.effective_port} trả lời{', đăng nhập được' if s.username else ''}")
+    tls = {"starttls": "STARTTLS", "tls": "TLS", "none": "không mã hóa"}[s.security]
+    note = (" (đăng nhập qua kết nối không mã hóa: DONDOC_SMTP_ALLOW_PLAINTEXT_AUTH=true)"
+            if s.sends_credentials_in_clear else "")
+    return (True, "máy chủ thư", f"{s.host}:{s.effective_port} ({tls}) trả lời"
+                                 f"{', đăng nhập được' if s.username else ''}{note}")
 
 
 def _safe_url(url: str) -> str:

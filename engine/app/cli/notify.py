@@ -36,10 +36,10 @@ def _as_of(text: Optional[str], tz: str) -> datetime:
 
 
 @app.command("notify")
-def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời điểm gửi mô phỏng (yyyy-mm-ddTHH:MM; "
+def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="THỜI_ĐIỂM", help="Thời điểm gửi mô phỏng (yyyy-mm-ddTHH:MM; "
                                                    "chỉ ngày = giờ bắt đầu gửi của ngày đó). Mặc định: bây giờ."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = JsonOpt) -> None:
     """Gửi các thư nhắc đến hạn (mỗi đơn vị một thư tổng hợp), chỉ trong giờ làm việc của ngày làm việc."""
     from notifications.delivery import deliver
 
@@ -74,7 +74,7 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Thời
 def outbox_list(ctx: typer.Context,
                 failed: bool = typer.Option(False, "--failed", help="Chỉ các thư gửi không thành công."),
                 all_: bool = typer.Option(False, "--all", help="Cả các thư đã gửi và đã bỏ."),
-                limit: int = typer.Option(500, "--limit", help="Số thư tối đa được liệt kê."),
+                limit: int = typer.Option(500, "--limit", metavar="SỐ_THƯ", help="Số thư tối đa được liệt kê."),
                 as_json: bool = JsonOpt, db: Optional[str] = DbOpt) -> None:
     """Liệt kê thư chờ gửi, chờ gửi lại và gửi không thành công (kèm lý do)."""
     if ctx.invoked_subcommand is not None:
@@ -96,7 +96,7 @@ def outbox_list(ctx: typer.Context,
 
 
 @outbox_app.command("retry")
-def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, help="Số thư (cột “Số” của dondoc outbox)."),
+def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, metavar="SỐ_THƯ", help="Số thư (cột “Số” của dondoc outbox)."),
                  all_failed: bool = typer.Option(False, "--all-failed", help="Mọi thư gửi không thành công."),
                  db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Đưa thư gửi không thành công trở lại hàng chờ (giữ nguyên Message-ID), ví dụ sau khi sửa địa chỉ."""
