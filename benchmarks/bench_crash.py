@@ -42,7 +42,7 @@ from engine.sync import sync_instances  # noqa: E402
 from notifications.config import DeliveryConfig, SmtpConfig  # noqa: E402
 from notifications.delivery import deliver  # noqa: E402
 from notifications.models import DeliveryRow  # noqa: E402
-from notifications.testing import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack  # noqa: E402
+from tests.support import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack  # noqa: E402
 
 N = 120
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)

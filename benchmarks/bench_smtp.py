@@ -31,7 +31,7 @@ NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
 
 
 def _sink(conn) -> None:
-    from notifications.testing import EphemeralController, RecordingHandler
+    from tests.support import EphemeralController, RecordingHandler
 
     handler = RecordingHandler(keep=False)
     ctl = EphemeralController(handler, data_size_limit=0)
@@ -51,7 +51,7 @@ def seed(workdir: Path, n: int):
     from engine.db import session
     from engine.rules_loader import load_pack
     from engine.sync import sync_instances
-    from notifications.testing import add_notice, write_units_pack
+    from tests.support import add_notice, write_units_pack
 
     pack_dir = workdir / "rules"
     write_units_pack(pack_dir, n)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import RuleError, RulePackInvalid, display_path
+from engine.limits import YEARS_VI, year_ok
 
 Roll = Literal["forward", "backward", "keep"]
 
@@ -56,6 +57,10 @@ def load_overrides(directory: Path | None) -> CalendarOverrides:
         raise RulePackInvalid(validation_errors(exc, display_path(path), lines, ())) from None
     problems: list[RuleError] = []
     for year, block in overrides.years.items():
+        if not year_ok(year):
+            problems.append(RuleError(display_path(path), lines.get(("years", year)), f"years.{year}",
+                                      f"năm {year} ngoài phạm vi hỗ trợ ({YEARS_VI})"))
+            continue
         for kind, days in (("days_off", block.days_off), ("working_days", block.working_days)):
             for i, day in enumerate(days):
                 if day.date.year != year:
@@ -76,7 +81,9 @@ class WorkingCalendar:
 
     def __init__(self, overrides: CalendarOverrides | None = None, country: str = "VN"):
         self.overrides = overrides or CalendarOverrides()
-        self._holidays = holidays.country_holidays(country)
+        # Names in Vietnamese whatever the server's locale (the package otherwise follows LANG/LANGUAGE);
+        # its vi strings already write dates dd/mm/yyyy: "Ngày nghỉ (thay cho ngày 22/08/2026)".
+        self._holidays = holidays.country_holidays(country, language="vi")
         self._extra_off: dict[date, str] = {}
         self._extra_work: dict[date, str] = {}
         for block in self.overrides.years.values():

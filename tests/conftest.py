@@ -46,6 +46,18 @@ def db_url(request, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def smtp():
+    """A real aiosmtpd server on loopback recording every message: (handler, port)."""
+    from tests.support import EphemeralController, RecordingHandler
+
+    handler = RecordingHandler()
+    ctl = EphemeralController(handler)
+    ctl.start()
+    yield handler, ctl.port
+    ctl.stop()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
 

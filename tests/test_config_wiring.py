@@ -24,7 +24,7 @@ from engine.db import session
 from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
-from notifications.testing import (EphemeralController, RecordingHandler, WebhookReceiver, add_notice, free_port,
+from tests.support import (EphemeralController, RecordingHandler, WebhookReceiver, add_notice, free_port,
                                    instance, self_signed_cert, starttls_controller)
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)         # Wednesday, a working day, 09:00
@@ -75,15 +75,6 @@ def notices(sqlite_url, minipack):
     return sqlite_url
 
 
-@pytest.fixture
-def smtp_server():
-    handler = RecordingHandler()
-    ctl = EphemeralController(handler)
-    ctl.start()
-    yield handler, ctl.port
-    ctl.stop()
-
-
 def deliveries(url: str) -> list[DeliveryRow]:
     with session(url) as s:
         return list(s.exec(select(DeliveryRow).order_by(DeliveryRow.id)).all())
@@ -91,8 +82,8 @@ def deliveries(url: str) -> list[DeliveryRow]:
 
 # ─── From ───────────────────────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("source", SOURCES)
-def test_from_address_is_on_every_mail(source, tmp_path, notices, minipack, smtp_server) -> None:
-    handler, port = smtp_server
+def test_from_address_is_on_every_mail(source, tmp_path, notices, minipack, smtp) -> None:
+    handler, port = smtp
     s, _, _ = configure(source, {("smtp", "host"): "127.0.0.1", ("smtp", "port"): port, ("smtp", "security"): "none",
                                  ("smtp", "from_addr"): "nhac-han@vptu.bacninh.gov.vn"}, tmp_path)
     rep = deliver(notices, minipack, NOW, smtp=s.smtp, delivery=s.delivery)
@@ -104,9 +95,9 @@ def test_from_address_is_on_every_mail(source, tmp_path, notices, minipack, smtp
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_from_in_display_name_form_is_accepted(source, tmp_path, notices, minipack, smtp_server) -> None:
+def test_from_in_display_name_form_is_accepted(source, tmp_path, notices, minipack, smtp) -> None:
     """``Dondoc <dondoc@…>`` (issue 10.10): used to mark every digest failed while notify exited 0."""
-    handler, port = smtp_server
+    handler, port = smtp
     s, _, _ = configure(source, {("smtp", "host"): "127.0.0.1", ("smtp", "port"): port, ("smtp", "security"): "none",
                                  ("smtp", "from_addr"): "Dondoc Bắc Ninh <dondoc@bacninh.gov.vn>"}, tmp_path)
     rep = deliver(notices, minipack, NOW, smtp=s.smtp, delivery=s.delivery)
@@ -157,8 +148,8 @@ def test_security_without_port_uses_its_standard_port(source, security, port, tm
 
 # ─── hours and attempts ─────────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("source", SOURCES)
-def test_notify_hours_that_exclude_the_moment_send_nothing(source, tmp_path, notices, minipack, smtp_server) -> None:
-    handler, port = smtp_server
+def test_notify_hours_that_exclude_the_moment_send_nothing(source, tmp_path, notices, minipack, smtp) -> None:
+    handler, port = smtp
     s, _, _ = configure(source, {("smtp", "host"): "127.0.0.1", ("smtp", "port"): port, ("smtp", "security"): "none",
                                  ("delivery", "hours"): "13:00-17:00"}, tmp_path)
     rep = deliver(notices, minipack, NOW, smtp=s.smtp, delivery=s.delivery)
@@ -205,8 +196,8 @@ def test_validate_certs(source, validate, cert, tmp_path, notices, minipack) -> 
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_helo_name_is_what_the_server_sees(source, tmp_path, notices, minipack, smtp_server) -> None:
-    handler, port = smtp_server
+def test_helo_name_is_what_the_server_sees(source, tmp_path, notices, minipack, smtp) -> None:
+    handler, port = smtp
     s, _, _ = configure(source, {("smtp", "host"): "127.0.0.1", ("smtp", "port"): port, ("smtp", "security"): "none",
                                  ("smtp", "helo"): "may-gui.vptu.bacninh.gov.vn"}, tmp_path)
     deliver(notices, minipack, NOW, smtp=s.smtp, delivery=s.delivery)

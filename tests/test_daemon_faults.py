@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from notifications.testing import EphemeralController, write_units_pack
+from tests.support import EphemeralController, write_units_pack
 from tests.test_daemon_run import (DaemonProc, Recorder, assert_no_duplicates, base_env, migrate, wait_until)
 
 N_UNITS = 24

@@ -31,7 +31,7 @@ from engine.db import get_engine, make_engine
 from engine.leader import Heartbeat, SqliteLease
 from engine.simclock import Clock
 from notifications.config import SmtpConfig
-from notifications.testing import write_units_pack
+from tests.support import write_units_pack
 from tests.conftest import CALENDAR
 
 

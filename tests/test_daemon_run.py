@@ -41,7 +41,7 @@ import pytest
 from sqlalchemy import text
 
 from engine.clock import TZ
-from notifications.testing import EphemeralController, RecordingHandler, Received, write_units_pack
+from tests.support import EphemeralController, RecordingHandler, Received, write_units_pack
 from tests.conftest import CALENDAR, MINIPACK, ROOT
 
 ADMIN = "vp@example.org"

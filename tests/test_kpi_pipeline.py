@@ -36,7 +36,7 @@ from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.render import Renderer, check_templates
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.testing import EphemeralController, RecordingHandler
+from tests.support import EphemeralController, RecordingHandler
 from tests.conftest import CALENDAR, MINIPACK
 from tests.test_evaluation import CAL, DIFF_POLICIES, MODES, UNITS, SUPERVISORS, generate_cases
 
@@ -74,15 +74,6 @@ def kpipack(tmp_path: Path):
     (target / "kpi").mkdir()
     (target / "kpi" / "chi-tieu.yaml").write_text(KPI_YAML, encoding="utf-8")
     return load_pack(target, CALENDAR)
-
-
-@pytest.fixture
-def smtp():
-    handler = RecordingHandler()
-    ctl = EphemeralController(handler)
-    ctl.start()
-    yield handler, ctl.port
-    ctl.stop()
 
 
 def smtp_cfg(port: int) -> SmtpConfig:
@@ -210,7 +201,7 @@ def test_value_recorded_before_sending_makes_the_notice_moot(smtp, db_url, kpipa
 
 def test_moot_after_the_digest_was_assigned(smtp, sqlite_url, kpipack) -> None:
     """A digest waiting for a retry (server down) loses its KPI item when the value arrives."""
-    from notifications.testing import free_port
+    from tests.support import free_port
 
     handler, port = smtp
     url = sqlite_url

@@ -34,7 +34,7 @@ from notifications.delivery import deliver
 from notifications.mime import address, build_email, to_bytes
 from notifications.models import DeliveryRow
 from notifications.render import Rendered
-from notifications.testing import add_notice, instance
+from tests.support import add_notice, instance
 
 NODE_DIR = Path(__file__).parent / "node"
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)

@@ -13,7 +13,7 @@ from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.lock import sender_lock
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.testing import add_notice, instance
+from tests.support import add_notice, instance
 from tests.conftest import CALENDAR, MINIPACK
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
@@ -79,7 +79,7 @@ def test_migration_0002_downgrades_and_upgrades(sqlite_url) -> None:
 def test_notify_exits_non_zero_when_every_digest_fails_permanently(sqlite_url, minipack, tmp_path, monkeypatch) -> None:
     """Issue 10.10: a run whose digests all failed for good used to exit 0 (a timer never noticed)."""
     from engine.app.cli import app
-    from notifications.testing import EphemeralController, RecordingHandler
+    from tests.support import EphemeralController, RecordingHandler
 
     _seed(sqlite_url, minipack)
     handler = RecordingHandler(always={"skhcn@example.org": "550 5.1.1 User unknown",

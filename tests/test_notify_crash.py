@@ -25,7 +25,7 @@ from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.testing import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack
+from tests.support import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack
 from tests.conftest import CALENDAR, ROOT
 
 N = 200

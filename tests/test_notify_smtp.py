@@ -22,7 +22,7 @@ from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.testing import EphemeralController, RecordingHandler, add_notice, free_port, instance
+from tests.support import EphemeralController, RecordingHandler, add_notice, free_port, instance
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)        # Wednesday, a working day, within 07:30–17:00
 FAST = DeliveryConfig(backoff_first_s=120, backoff_max_s=3600, max_attempts=5)
@@ -36,15 +36,6 @@ def smtp_cfg(port: int, **kw) -> SmtpConfig:
     base = dict(host="127.0.0.1", port=port, security="none", concurrency=2, timeout=5,
                 from_addr="dondoc@vptu.example.org", helo="test.local")
     return SmtpConfig(**{**base, **kw})
-
-
-@pytest.fixture
-def smtp():
-    handler = RecordingHandler()
-    ctl = EphemeralController(handler)
-    ctl.start()
-    yield handler, ctl.port
-    ctl.stop()
 
 
 @pytest.fixture

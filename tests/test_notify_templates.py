@@ -71,7 +71,7 @@ def test_broken_template_at_send_time_keeps_the_digest_for_retry(tmp_path, sqlit
     from engine.sync import sync_instances
     from notifications.delivery import deliver
     from notifications.config import DeliveryConfig, SmtpConfig
-    from notifications.testing import add_notice, instance
+    from tests.support import add_notice, instance
 
     now = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
     with session(sqlite_url) as s:

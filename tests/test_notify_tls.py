@@ -22,7 +22,7 @@ from notifications.admin import send_rules_alert
 from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
-from notifications.testing import EphemeralController, RecordingHandler, add_notice, instance
+from tests.support import EphemeralController, RecordingHandler, add_notice, instance
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
 SECRET = "mat-khau-Bi-Mat-42"

@@ -14,7 +14,7 @@ from engine.sync import sync_instances
 from notifications.delivery import deliver
 from notifications.models import DeliveryRow
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.testing import WebhookReceiver, add_notice, instance
+from tests.support import WebhookReceiver, add_notice, instance
 from tests.conftest import CALENDAR, MINIPACK
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)

@@ -20,7 +20,7 @@ from engine.sync import sync_instances
 from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.delivery import deliver
 from notifications.render import Renderer, check_templates
-from notifications.testing import add_notice, instance
+from tests.support import add_notice, instance
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
 

@@ -87,3 +87,57 @@ def test_overrides_reject_bad_data(tmp_path) -> None:
     with pytest.raises(RulePackInvalid) as exc:
         load_overrides(tmp_path)
     assert "không thuộc năm 2026" in str(exc.value)
+
+
+def test_calendar_years_outside_the_supported_range(tmp_path) -> None:
+    """A calendar file for year 9999 (or 0) is a typo; `calendar days-off --year 0` is a message."""
+    from typer.testing import CliRunner
+
+    from engine.app.cli import app
+    from engine.errors import RulePackInvalid
+
+    (tmp_path / "VN.yaml").write_text(
+        "country: VN\nyears:\n  9999:\n    days_off:\n      - date: 9999-01-02\n        reason: gõ nhầm\n",
+        encoding="utf-8")
+    with pytest.raises(RulePackInvalid) as exc:
+        load_overrides(tmp_path)
+    assert "năm 9999 ngoài phạm vi hỗ trợ (2000–2100)" in str(exc.value) and "VN.yaml" in str(exc.value)
+    for year in ("0", "9999", "-1"):
+        r = CliRunner().invoke(app, ["calendar", "days-off", "--year", year, "--calendar", str(CALENDAR)])
+        assert r.exit_code != 0 and isinstance(r.exception, (SystemExit, type(None))), r.output
+        assert "2000–2100" in r.output
+
+
+# ─── holiday names (issue 11, item 3) ───────────────────────────────────────────────────────────
+@pytest.mark.parametrize("locale", ["C.UTF-8", "en_US.UTF-8", "vi_VN.UTF-8"])
+def test_holiday_names_are_vietnamese_whatever_the_locale(monkeypatch: pytest.MonkeyPatch, locale: str) -> None:
+    """The package picks its language from LANG/LANGUAGE: on a server in C or en_US it said
+    "Lunar New Year's Eve" and "Day off (substituted from 08/22/2026)" (month first)."""
+    monkeypatch.setenv("LANG", locale)
+    monkeypatch.setenv("LANGUAGE", locale.split(".")[0])
+    monkeypatch.delenv("LC_ALL", raising=False)
+    c = WorkingCalendar(load_overrides(CALENDAR))
+    assert c.holiday_name(date(2026, 2, 16)) == "Giao thừa Tết Nguyên Đán"
+    assert c.holiday_name(date(2026, 2, 17)) == "Tết Nguyên Đán"
+    assert c.holiday_name(date(2026, 4, 27)) == "Ngày Giỗ Tổ Hùng Vương (nghỉ bù)"
+    assert c.holiday_name(date(2026, 9, 2)) == "Quốc khánh"
+    assert c.holiday_name(date(2026, 8, 31)) == "Ngày nghỉ (thay cho ngày 22/08/2026)"   # dd/mm/yyyy
+    assert c.holiday_name(date(2025, 5, 2)) == "Ngày nghỉ (thay cho ngày 26/04/2025)"
+
+
+def test_every_swapped_day_names_its_make_up_saturday_day_first(cal: WorkingCalendar) -> None:
+    """Each "thay cho ngày dd/mm/yyyy" names a Saturday that is worked: the date reads day first."""
+    import re
+
+    seen = 0
+    for year in range(2025, 2031):
+        d = date(year, 1, 1)
+        while d.year == year:
+            m = re.search(r"thay cho ngày (\d\d)/(\d\d)/(\d{4})", cal.holiday_name(d) or "")
+            if m:
+                make_up = date(int(m[3]), int(m[2]), int(m[1]))
+                assert make_up.weekday() >= 5 and not cal.is_working_day(d), (d, make_up)
+                assert cal.is_working_day(make_up), f"{make_up:%d/%m/%Y} should be the make-up day for {d:%d/%m/%Y}"
+                seen += 1
+            d = date.fromordinal(d.toordinal() + 1)
+    assert seen >= 2

@@ -19,6 +19,7 @@ from engine.app.cli.common import (  # noqa: F401  (re-exported for modules and 
 from engine.app.cli import rules as _rules  # noqa: E402,F401
 from engine.app.cli import deadlines as _deadlines  # noqa: E402,F401
 from engine.app.cli import state as _state  # noqa: E402,F401
+from engine.app.cli import backlog as _backlog  # noqa: E402,F401
 from engine.app.cli import evaluate as _evaluate  # noqa: E402,F401
 from engine.app.cli import notify as _notify  # noqa: E402,F401
 from engine.app.cli import kpi as _kpi  # noqa: E402,F401

@@ -77,7 +77,9 @@ def report(exc: BaseException) -> int | None:
     from engine.submissions import ImportRejected
 
     if isinstance(exc, click_exc.NoArgsIsHelpError):
-        out.print(exc.ctx.get_help() if exc.ctx else "")
+        text = exc.format_message()   # Typer's Rich help was already printed when the exception was built
+        if text:
+            out.print(text)
         return exc.exit_code
     if isinstance(exc, click_exc.UsageError):
         _usage_error(exc)
@@ -219,7 +221,7 @@ def settings() -> Settings:
 
 
 @app.callback()
-def _root(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP, envvar="DONDOC_NOW")) -> None:
+def _root(now: Optional[str] = typer.Option(None, "--now", metavar="THỜI_ĐIỂM", help=NOW_HELP, envvar="DONDOC_NOW")) -> None:
     if now:
         try:
             services.parse_moment(now, "--now")
@@ -281,9 +283,9 @@ def dump_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-RulesOpt = typer.Option(None, "--rules", help="Thư mục quy tắc (mặc định: rules/).")
-CalOpt = typer.Option(None, "--calendar", help="Thư mục dữ liệu lịch (mặc định: calendar/).")
-DbOpt = typer.Option(None, "--db", help="URL cơ sở dữ liệu (mặc định: sqlite:///state.db).")
+RulesOpt = typer.Option(None, "--rules", metavar="THƯ_MỤC", help="Thư mục quy tắc (mặc định: rules/).")
+CalOpt = typer.Option(None, "--calendar", metavar="THƯ_MỤC", help="Thư mục dữ liệu lịch (mặc định: calendar/).")
+DbOpt = typer.Option(None, "--db", metavar="URL", help="URL cơ sở dữ liệu (mặc định: sqlite:///state.db).")
 JsonOpt = typer.Option(False, "--json", help="In kết quả dạng JSON cho chương trình khác đọc.")
 
 

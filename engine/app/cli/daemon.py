@@ -16,14 +16,14 @@ from engine.app.cli.deadlines import instances_table
 
 @app.command("run")
 def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
-        templates: Optional[Path] = typer.Option(None, "--templates", help="Thư mục mẫu thư (mặc định: notifications/templates)."),
-        sim_start: Optional[str] = typer.Option(None, "--sim-start", help="Đồng hồ mô phỏng: thời điểm bắt đầu."),
-        sim_rate: float = typer.Option(1.0, "--sim-rate", help="Đồng hồ mô phỏng: số giây mô phỏng mỗi giây thật."),
+        templates: Optional[Path] = typer.Option(None, "--templates", metavar="THƯ_MỤC", help="Thư mục mẫu thư (mặc định: notifications/templates)."),
+        sim_start: Optional[str] = typer.Option(None, "--sim-start", metavar="THỜI_ĐIỂM", help="Đồng hồ mô phỏng: thời điểm bắt đầu."),
+        sim_rate: float = typer.Option(1.0, "--sim-rate", metavar="HỆ_SỐ", help="Đồng hồ mô phỏng: số giây mô phỏng mỗi giây thật."),
         once: bool = typer.Option(False, "--once", help="Chạy một lượt (đồng bộ, đánh giá, gửi) rồi thoát."),
-        log_format: Optional[str] = typer.Option(None, "--log-format", help="text hoặc json."),
-        deliver_every: Optional[int] = typer.Option(None, "--deliver-every", min=1, help="Số phút (mô phỏng) giữa hai lượt gửi."),
-        lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", min=1.0, help="Giây: bản chờ (standby) tiếp quản sau khi bản chính im lặng chừng ấy."),
-        days: int = typer.Option(14, "--days", help="Số ngày tới liệt kê khi khởi động.")) -> None:
+        log_format: Optional[str] = typer.Option(None, "--log-format", metavar="text|json", help="Định dạng nhật ký vận hành: text hoặc json."),
+        deliver_every: Optional[int] = typer.Option(None, "--deliver-every", metavar="PHÚT", min=1, help="Số phút (mô phỏng) giữa hai lượt gửi."),
+        lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", metavar="GIÂY", min=1.0, help="Số giây: bản dự phòng tiếp quản khi bản chính im lặng chừng ấy."),
+        days: int = typer.Option(14, "--days", metavar="SỐ_NGÀY", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
     from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
     from engine.simclock import Clock

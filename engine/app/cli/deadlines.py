@@ -32,9 +32,9 @@ def instances_table(pack: RulePack, items: list[Instance], title: str) -> Table:
 
 
 @app.command("deadlines")
-def deadlines(from_: Optional[str] = typer.Option(None, "--from", help="Từ ngày (mặc định: hôm nay)."),
-              to: Optional[str] = typer.Option(None, "--to", help="Đến ngày (mặc định: 60 ngày tới)."),
-              unit: Optional[str] = typer.Option(None, "--unit", help="Chỉ một đơn vị (mã)."),
+def deadlines(from_: Optional[str] = typer.Option(None, "--from", metavar="NGÀY", help="Từ ngày (mặc định: hôm nay)."),
+              to: Optional[str] = typer.Option(None, "--to", metavar="NGÀY", help="Đến ngày (mặc định: 60 ngày tới)."),
+              unit: Optional[str] = typer.Option(None, "--unit", metavar="MÃ_ĐƠN_VỊ", help="Chỉ một đơn vị (mã)."),
               as_json: bool = JsonOpt,
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
     """Liệt kê hạn nộp báo cáo của các đơn vị trong một khoảng ngày."""
@@ -50,10 +50,10 @@ def deadlines(from_: Optional[str] = typer.Option(None, "--from", help="Từ ng�
 
 
 @calendar_app.command("ics")
-def calendar_ics(unit: str = typer.Option(..., "--unit", help="Mã đơn vị."),
-                 from_: Optional[str] = typer.Option(None, "--from", help="Từ ngày (mặc định: hôm nay)."),
-                 to: Optional[str] = typer.Option(None, "--to", help="Đến ngày (mặc định: một năm tới)."),
-                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Tệp .ics (mặc định: <mã đơn vị>.ics)."),
+def calendar_ics(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ", help="Mã đơn vị."),
+                 from_: Optional[str] = typer.Option(None, "--from", metavar="NGÀY", help="Từ ngày (mặc định: hôm nay)."),
+                 to: Optional[str] = typer.Option(None, "--to", metavar="NGÀY", help="Đến ngày (mặc định: một năm tới)."),
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="TỆP", help="Tệp .ics (mặc định: <mã đơn vị>.ics)."),
                  rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
     """Xuất hạn nộp của một đơn vị thành tệp iCalendar (.ics) để nhập vào lịch."""
     pack = load(rules, calendar_dir)
@@ -66,7 +66,7 @@ def calendar_ics(unit: str = typer.Option(..., "--unit", help="Mã đơn vị.")
 
 
 @calendar_app.command("days-off")
-def calendar_days_off(year: int = typer.Option(..., "--year", help="Năm (ví dụ 2026)."),
+def calendar_days_off(year: int = typer.Option(..., "--year", metavar="NĂM", help="Năm (ví dụ 2026)."),
                       calendar_dir: Optional[Path] = CalOpt, as_json: bool = JsonOpt) -> None:
     """Ngày nghỉ lễ, nghỉ hoán đổi và ngày làm bù của một năm."""
     rows = services.days_off(cfg(calendar=calendar_dir), year)

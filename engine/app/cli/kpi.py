@@ -20,7 +20,7 @@ from engine.rules_loader import RulePack
 kpi_app = sub_app("Chỉ tiêu (KPI) của kế hoạch: kiểm tra, ghi số liệu, báo cáo, biểu đồ.")
 app.add_typer(kpi_app, name="kpi")
 
-KpiOpt = typer.Option(None, "--kpi", help="Thư mục tệp chỉ tiêu (mặc định: <thư mục quy tắc>/kpi).")
+KpiOpt = typer.Option(None, "--kpi", metavar="THƯ_MỤC", help="Thư mục tệp chỉ tiêu (mặc định: <thư mục quy tắc>/kpi).")
 _COLOURS = {"met": "green", "on_track": "cyan", "behind": "yellow", "missed": "red", "no_data": "magenta",
             "not_due": "dim"}
 KPI_HEADING = "Tệp chỉ tiêu không hợp lệ"
@@ -35,7 +35,7 @@ def _load_kpi(pack: RulePack, kpi_dir: Optional[Path]) -> KpiPack:
 
 
 @kpi_app.command("check")
-def kpi_check(directory: Optional[Path] = typer.Argument(None, help="Thư mục quy tắc (chứa kpi/)."),
+def kpi_check(directory: Optional[Path] = typer.Argument(None, metavar="THƯ_MỤC", help="Thư mục quy tắc (chứa kpi/)."),
               kpi_dir: Optional[Path] = KpiOpt, calendar_dir: Optional[Path] = CalOpt, as_json: bool = JsonOpt) -> None:
     """Kiểm tra tệp chỉ tiêu (đối chiếu đơn vị, báo cáo của bộ quy tắc); thoát 0 nếu hợp lệ, 1 kèm lỗi."""
     stage = "rules"
@@ -64,12 +64,12 @@ def kpi_check(directory: Optional[Path] = typer.Argument(None, help="Thư mục 
 
 
 @kpi_app.command("record")
-def kpi_record(indicator: str = typer.Option(..., "--indicator", help="Mã chỉ tiêu."),
-               value: str = typer.Option(..., "--value", help="Giá trị (12.5 hoặc 12,5; có/không với chỉ tiêu có/không)."),
-               as_of: str = typer.Option(..., "--as-of", help="Số liệu tính đến ngày (yyyy-mm-dd hoặc dd/mm/yyyy)."),
-               source: Optional[str] = typer.Option(None, "--source", help="Nguồn: số ký hiệu báo cáo, …"),
-               note: Optional[str] = typer.Option(None, "--note", help="Ghi chú."),
-               actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+def kpi_record(indicator: str = typer.Option(..., "--indicator", metavar="MÃ_CHỈ_TIÊU", help="Mã chỉ tiêu."),
+               value: str = typer.Option(..., "--value", metavar="GIÁ_TRỊ", help="Giá trị (12.5 hoặc 12,5; có/không với chỉ tiêu có/không)."),
+               as_of: str = typer.Option(..., "--as-of", metavar="NGÀY", help="Số liệu tính đến ngày (yyyy-mm-dd hoặc dd/mm/yyyy)."),
+               source: Optional[str] = typer.Option(None, "--source", metavar="NGUỒN", help="Nguồn: số ký hiệu báo cáo, …"),
+               note: Optional[str] = typer.Option(None, "--note", metavar="GHI_CHÚ", help="Ghi chú."),
+               actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Ghi nhận số liệu của một chỉ tiêu (ghi lại cùng ngày số liệu = đính chính, có lưu vết)."""
@@ -85,8 +85,9 @@ def kpi_record(indicator: str = typer.Option(..., "--indicator", help="Mã chỉ
 
 
 @kpi_app.command("import")
-def kpi_import(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có hoặc không BOM): indicator,value,as_of[,source,note]."),
-               actor: str = typer.Option("import", "--by", help="Người ghi nhận."),
+def kpi_import(file: Path = typer.Argument(..., metavar="TỆP_CSV",
+                                help="Tệp CSV (UTF-8, có hoặc không BOM), các cột: chi_tieu, gia_tri, ngay_so_lieu[, nguon, ghi_chu]."),
+               actor: str = typer.Option("import", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Nhập số liệu chỉ tiêu từ CSV: mọi dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
@@ -97,13 +98,13 @@ def kpi_import(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có ho�
 
 
 @kpi_app.command("report")
-def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
+def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NGÀY", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
                as_json: bool = JsonOpt,
-               xlsx: Optional[Path] = typer.Option(None, "--xlsx", help="Xuất tệp Excel để gửi đi."),
-               group: Optional[str] = typer.Option(None, "--group", help="Chỉ một nhóm chỉ tiêu."),
-               unit: Optional[str] = typer.Option(None, "--unit", help="Chỉ các chỉ tiêu do đơn vị này chịu trách nhiệm."),
+               xlsx: Optional[Path] = typer.Option(None, "--xlsx", metavar="TỆP", help="Xuất tệp Excel để gửi đi."),
+               group: Optional[str] = typer.Option(None, "--group", metavar="MÃ_NHÓM", help="Chỉ một nhóm chỉ tiêu."),
+               unit: Optional[str] = typer.Option(None, "--unit", metavar="MÃ_ĐƠN_VỊ", help="Chỉ các chỉ tiêu do đơn vị này chịu trách nhiệm."),
                slipping: bool = typer.Option(False, "--slipping", help="Chỉ các mục tiêu chậm, không đạt, thiếu số liệu."),
-               tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, max=1,
+               tolerance: Optional[float] = typer.Option(None, "--tolerance", metavar="TỶ_LỆ", min=0, max=1,
                                                          help="Sai số cho phép so với lộ trình (0–1; mặc định theo tệp chỉ tiêu)."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
@@ -144,10 +145,10 @@ def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình 
 
 
 @kpi_app.command("charts")
-def kpi_charts(out_dir: Path = typer.Option(..., "--out", help="Thư mục ghi ảnh PNG (một ảnh cho mỗi nhóm)."),
-               as_of: Optional[str] = typer.Option(None, "--as-of", help="Tính đến ngày (mặc định: hôm nay)."),
-               group: Optional[list[str]] = typer.Option(None, "--group", help="Chỉ nhóm này (lặp lại được)."),
-               tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, max=1, help="Sai số cho phép (0–1)."),
+def kpi_charts(out_dir: Path = typer.Option(..., "--out", metavar="THƯ_MỤC", help="Thư mục ghi ảnh PNG (một ảnh cho mỗi nhóm)."),
+               as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NGÀY", help="Tính đến ngày (mặc định: hôm nay)."),
+               group: Optional[list[str]] = typer.Option(None, "--group", metavar="MÃ_NHÓM", help="Chỉ nhóm này (lặp lại được)."),
+               tolerance: Optional[float] = typer.Option(None, "--tolerance", metavar="TỶ_LỆ", min=0, max=1, help="Sai số cho phép (0–1)."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Biểu đồ lộ trình và số liệu của từng nhóm chỉ tiêu (PNG)."""
@@ -159,7 +160,7 @@ def kpi_charts(out_dir: Path = typer.Option(..., "--out", help="Thư mục ghi �
 
 
 @kpi_app.command("history")
-def kpi_history(indicator: str = typer.Option(..., "--indicator", help="Mã chỉ tiêu."), as_json: bool = JsonOpt,
+def kpi_history(indicator: str = typer.Option(..., "--indicator", metavar="MÃ_CHỈ_TIÊU", help="Mã chỉ tiêu."), as_json: bool = JsonOpt,
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                 db: Optional[str] = DbOpt) -> None:
     """Mọi số liệu đã ghi của một chỉ tiêu, kể cả số liệu đã được đính chính."""

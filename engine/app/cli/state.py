@@ -35,13 +35,13 @@ def sync_cmd(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = Ca
 
 
 @app.command("submit")
-def submit_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị nộp."),
-               obligation: str = typer.Option(..., "--obligation", help="Mã báo cáo (nghĩa vụ báo cáo)."),
-               period: str = typer.Option(..., "--period", help="Kỳ: 2026-01, 2026-Q1, 2026-H1, 2026, once …"),
-               on: Optional[str] = typer.Option(None, "--date", help="Ngày nộp (mặc định: hôm nay)."),
-               ref: Optional[str] = typer.Option(None, "--ref", help="Số ký hiệu văn bản."),
-               note: Optional[str] = typer.Option(None, "--note", help="Ghi chú."),
-               actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+def submit_cmd(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ", help="Mã đơn vị nộp."),
+               obligation: str = typer.Option(..., "--obligation", metavar="MÃ_BÁO_CÁO", help="Mã báo cáo (nghĩa vụ báo cáo)."),
+               period: str = typer.Option(..., "--period", metavar="KỲ", help="Kỳ: 2026-01, 2026-Q1, 2026-H1, 2026, once …"),
+               on: Optional[str] = typer.Option(None, "--date", metavar="NGÀY", help="Ngày nộp (mặc định: hôm nay)."),
+               ref: Optional[str] = typer.Option(None, "--ref", metavar="SỐ_KÝ_HIỆU", help="Số ký hiệu văn bản."),
+               note: Optional[str] = typer.Option(None, "--note", metavar="GHI_CHÚ", help="Ghi chú."),
+               actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Ghi nhận một đơn vị đã nộp báo cáo (nộp lại = đính chính, có lưu vết)."""
     pack = load(rules, calendar_dir)
@@ -54,12 +54,12 @@ def submit_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị nộ
 
 
 @app.command("waive")
-def waive_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị."),
-              obligation: str = typer.Option(..., "--obligation", help="Mã báo cáo."),
-              period: str = typer.Option(..., "--period", help="Kỳ báo cáo."),
-              reason: str = typer.Option("", "--reason", help="Lý do miễn nộp (bắt buộc)."),
+def waive_cmd(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ", help="Mã đơn vị."),
+              obligation: str = typer.Option(..., "--obligation", metavar="MÃ_BÁO_CÁO", help="Mã báo cáo."),
+              period: str = typer.Option(..., "--period", metavar="KỲ", help="Kỳ báo cáo."),
+              reason: str = typer.Option("", "--reason", metavar="LÝ_DO", help="Lý do miễn nộp (bắt buộc)."),
               revoke: bool = typer.Option(False, "--revoke", help="Hủy quyết định miễn nộp."),
-              actor: str = typer.Option("cli", "--by", help="Người ghi nhận."),
+              actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Miễn nộp một kỳ báo cáo cho một đơn vị (bắt buộc ghi lý do)."""
     pack = load(rules, calendar_dir)
@@ -68,7 +68,7 @@ def waive_cmd(unit: str = typer.Option(..., "--unit", help="Mã đơn vị."),
 
 
 @import_app.command("submissions")
-def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF-8, có hoặc không BOM)."),
+def import_submissions_cmd(file: Path = typer.Argument(..., metavar="TỆP_CSV", help="Tệp CSV (UTF-8, có hoặc không BOM)."),
                            rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
                            db: Optional[str] = DbOpt) -> None:
     """Nhập danh sách báo cáo đã nộp từ CSV: tất cả các dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
@@ -78,8 +78,8 @@ def import_submissions_cmd(file: Path = typer.Argument(..., help="Tệp CSV (UTF
 
 
 @app.command("status")
-def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
-               unit: Optional[str] = typer.Option(None, "--unit", help="Chỉ một đơn vị (mã)."),
+def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NGÀY", help="Tình trạng tính đến ngày (mặc định: hôm nay)."),
+               unit: Optional[str] = typer.Option(None, "--unit", metavar="MÃ_ĐƠN_VỊ", help="Chỉ một đơn vị (mã)."),
                all_: bool = typer.Option(False, "--all", help="Cả các kỳ chưa đến hạn."),
                as_json: bool = JsonOpt,
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
