@@ -150,6 +150,7 @@ class DeliveryRow(SQLModel, table=True):
     # A try ended in a way that leaves it unknown whether the server kept the message (timeout or
     # disconnect during the transaction): never merge new notices into it, keep its Message-ID.
     maybe_sent: bool = False
+    file_name: Optional[str] = Field(default=None, max_length=200)   # pickup folder: the .eml written (0006)
 
 
 class DeliveryItemRow(SQLModel, table=True):
@@ -162,3 +163,16 @@ class DeliveryItemRow(SQLModel, table=True):
     notice_id: int = Field(foreign_key="notices.id", primary_key=True, index=True)
     route: str = Field(max_length=40)
     dropped: bool = False
+
+
+class InstallationRow(SQLModel, table=True):
+    """Go-live: the day dondoc first worked on this database, written once and never overwritten
+    (engine.sync.record_installation), and the tracking start the last sync used, so the evaluation
+    (KPI items included) chases exactly what the instance table tracks. One row, id 1."""
+    __tablename__ = "installation"
+    id: int = Field(default=1, primary_key=True)
+    installed_on: date                                   # local day of the first start
+    installed_at: datetime
+    tracking_start: Optional[date] = None                # in force at the last sync (None: no sync yet)
+    tracking_source: Optional[str] = Field(default=None, max_length=20)   # config | installation | pack
+    updated_at: Optional[datetime] = None

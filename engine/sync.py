@@ -2,6 +2,13 @@
 
 A rule change moves future, open instances; it never rewrites what was submitted or waived. Open
 instances of a unit that has ended pass to its successor.
+
+Go-live: only what is due on or after the *effective tracking start* is tracked (and so chased).
+It is the configured tracking start (DONDOC_TRACKING_START / [rules] tracking_start) when one is
+set: the secretariat may move it back deliberately. Otherwise it is the later of the pack's
+``tracking_start`` and the installation day, the day dondoc first worked on this database
+(:func:`record_installation`, written once by the application layer). A fresh install therefore
+chases nothing that fell due before it started; what did is `dondoc backlog` (engine/backlog.py).
 """
 
 from __future__ import annotations
@@ -14,9 +21,75 @@ from sqlmodel import Session, select
 
 from engine.instances import Instance, generate_instances
 from engine.rules_loader import RulePack
-from engine.state import AuditRow, InstanceRow, UnitRow
+from engine.state import AuditRow, InstallationRow, InstanceRow, UnitRow
 
 HORIZON_DAYS = 400
+
+CONFIG, INSTALLATION, PACK = "config", "installation", "pack"
+
+
+@dataclass(frozen=True)
+class TrackingStart:
+    """The first due day that is chased, and where it comes from (config | installation | pack)."""
+    day: date
+    source: str
+
+
+def effective_tracking_start(pack: RulePack, configured: date | None, installed_on: date | None) -> TrackingStart | None:
+    """Configured wins; else the later of the pack's tracking_start and the installation day; None
+    when neither is known (then sync tracks from the day it runs, as before go-live existed)."""
+    if configured is not None:
+        return TrackingStart(configured, CONFIG)
+    candidates = [t for t in ((installed_on, INSTALLATION), (pack.info.tracking_start, PACK)) if t[0] is not None]
+    if not candidates:
+        return None
+    day, source = max(candidates, key=lambda t: (t[0], t[1] == INSTALLATION))   # a tie is the installation's
+    return TrackingStart(day, source)  # type: ignore[arg-type]
+
+
+def installation(session: Session) -> InstallationRow | None:
+    """The go-live record, or None when no dondoc command has worked on this database yet."""
+    return session.get(InstallationRow, 1)
+
+
+def record_installation(session: Session, now: datetime) -> date:
+    """Record ``now`` as the installation day unless a day is already recorded; return the recorded
+    day. Insert-or-ignore: two first starts at once keep the earlier writer's day, never overwrite."""
+    row = installation(session)
+    if row is not None:
+        return row.installed_on
+    dialect = session.get_bind().dialect.name
+    values = {"id": 1, "installed_on": now.date(), "installed_at": now}
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - dondoc supports SQLite and PostgreSQL
+        session.add(InstallationRow(**values))
+        session.commit()
+        return now.date()
+    session.execute(insert(InstallationRow.__table__).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+    session.commit()
+    session.expire_all()
+    row = installation(session)
+    assert row is not None
+    return row.installed_on
+
+
+def tracking_start_of(session: Session, pack: RulePack, configured: date | None = None) -> TrackingStart | None:
+    """The effective tracking start for this database (reads the installation record, writes nothing)."""
+    row = installation(session)
+    return effective_tracking_start(pack, configured, row.installed_on if row is not None else None)
+
+
+def tracking_start_in_force(session: Session, pack: RulePack) -> date | None:
+    """What the last sync tracked from (the configuration included); the pack's when never synced.
+    The evaluation uses it for KPI items, which have no instance rows to carry it."""
+    row = installation(session)
+    if row is not None and row.tracking_start is not None:
+        return row.tracking_start
+    eff = effective_tracking_start(pack, None, row.installed_on if row is not None else None)
+    return eff.day if eff is not None else None
 
 
 @dataclass
@@ -26,6 +99,7 @@ class SyncReport:
     retired: int = 0
     reassigned: int = 0
     unchanged: int = 0
+    untracked: int = 0          # open instances due before the tracking start, no longer chased
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -54,9 +128,15 @@ def sync_units(session: Session, pack: RulePack, now: datetime) -> None:
 
 def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_start: date | None = None,
                    horizon_days: int = HORIZON_DAYS) -> SyncReport:
-    """One transaction: insert new instances, move open future ones, retire what the rules dropped."""
+    """One transaction: insert new instances, move open future ones, retire what the rules dropped.
+
+    ``tracking_start`` is the configured one (None: not configured); the effective one also weighs
+    the installation record (see the module's docstring). Open instances due before it stop being
+    tracked (a tracking start moved forward); moving it back brings them back."""
     today = now.date()
-    start = tracking_start or pack.info.tracking_start or today
+    inst_row = installation(session)
+    eff = effective_tracking_start(pack, tracking_start, inst_row.installed_on if inst_row is not None else None)
+    start = eff.day if eff is not None else today
     end = today + timedelta(days=horizon_days)
     report = SyncReport()
     sync_units(session, pack, now)
@@ -124,5 +204,26 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
         session.add(AuditRow(at=now, actor="sync", action="retire", entity="instance", entity_id="|".join(key),
                              detail=json.dumps({"rules_version": pack.version})))
         report.retired += 1
+
+    if eff is not None:
+        report.untracked = _untrack_before(session, start, now)
+        if inst_row is not None and (inst_row.tracking_start, inst_row.tracking_source) != (eff.day, eff.source):
+            inst_row.tracking_start, inst_row.tracking_source, inst_row.updated_at = eff.day, eff.source, now
+            session.add(inst_row)
     session.commit()
     return report
+
+
+def _untrack_before(session: Session, start: date, now: datetime) -> int:
+    """Open instances due before the tracking start are no longer chased (kept for history, listed
+    by `dondoc backlog`); a later sync with an earlier tracking start reactivates them."""
+    stale = session.exec(select(InstanceRow).where(InstanceRow.due < start, InstanceRow.active == True,  # noqa: E712
+                                                   InstanceRow.closed == False)).all()  # noqa: E712
+    for row in stale:
+        row.active = False
+        row.updated_at = now
+        session.add(row)
+        session.add(AuditRow(at=now, actor="sync", action="untrack", entity="instance",
+                             entity_id=f"{row.obligation}|{row.unit}|{row.period}",
+                             detail=json.dumps({"tracking_start": start.isoformat()})))
+    return len(stale)

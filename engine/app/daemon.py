@@ -424,7 +424,7 @@ class Daemon:
 
     def job_evaluate(self) -> None:
         from engine.pipeline import evaluate
-        from engine.sync import sync_instances
+        from engine.sync import record_installation, sync_instances
 
         now = self.clock.now()
         with self._pack_lock:       # a swap waits for the running evaluation
@@ -436,6 +436,7 @@ class Daemon:
                 # and rewrites every unit row; the evaluation itself ~0.05 s).
                 day = now.date()
                 if self._synced is None or self._synced[0] is not pack or self._synced[1] != day:
+                    record_installation(ses, now)    # go-live: the first start records the installation day
                     sync_instances(ses, pack, now, tracking_start=self.cfg.tracking_start)  # type: ignore[arg-type]
                     synced = (pack, day)
                 else:

@@ -80,6 +80,7 @@ def run_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: s
             out.append((None, "máy chủ thư", f"chưa cấu hình DONDOC_SMTP_HOST: thư được ghi thành tệp .eml trong {target}/"))
         except OSError as exc:
             out.append((False, "máy chủ thư", f"chưa cấu hình SMTP và không ghi được vào {target}: {exc}"))
+    out.extend(golive_checks(s, rules, calendar_dir, db, now))
     return out
 
 
@@ -123,3 +124,53 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<URL không hợp lệ>"
+
+
+def golive_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: str | None,
+                  now: datetime) -> list[CheckResult]:
+    """Go-live: the installation day and tracking start, placeholder addresses, and how many digests
+    the next sending window would send (a dry computation on a copy of the state; nothing is sent).
+    Skipped quietly when the rules or the database are broken: the checks above already said so."""
+    from engine.app import services
+    from engine.errors import RulePackInvalid
+
+    s = services.with_paths(services.with_database(s, db), rules, calendar_dir)
+    try:
+        pack = services.load_rules(s)
+    except RulePackInvalid:
+        return []
+    res: list[CheckResult] = []
+    bad = services.placeholder_addresses(s, pack)
+    if bad.units:
+        shown = "; ".join(f"{uid} ({', '.join(addrs)})" for uid, _, addrs in bad.units[:5])
+        more = f" và {len(bad.units) - 5} đơn vị khác" if len(bad.units) > 5 else ""
+        res.append((None, "địa chỉ thư", f"{len(bad.units)} đơn vị có địa chỉ giữ chỗ (example.org, localhost …) trong "
+                                          f"units.yaml: {shown}{more}. Thư gửi tới đó không đến ai: thay bằng địa chỉ thật"))
+    for what, addr in bad.sender:
+        res.append((None, "địa chỉ gửi", f"{what}: {addr} là địa chỉ giữ chỗ; đặt địa chỉ thật của đơn vị"))
+    if not bad.units and not bad.sender:
+        res.append((True, "địa chỉ thư", "không có địa chỉ giữ chỗ (example.org, localhost …)"))
+    try:
+        info = services.peek_tracking(s, pack)     # read only: doctor during setup is not the go-live
+        if info is None:
+            start = s.rules.tracking_start
+            res.append((True, "bắt đầu theo dõi",
+                        "chưa ghi nhận ngày cài đặt: lần chạy đầu tiên (dondoc run, sync, status, evaluate, backlog) "
+                        "sẽ ghi ngày đó; đôn đốc các báo cáo có hạn từ "
+                        + (f"{start:%d/%m/%Y} (theo cấu hình DONDOC_TRACKING_START)" if start else
+                           "ngày cài đặt (hoặc tracking_start của bộ quy tắc nếu muộn hơn)")))
+        else:
+            res.append((True, "bắt đầu theo dõi",
+                        f"cài đặt ngày {info.installed_on:%d/%m/%Y}; đôn đốc các báo cáo có hạn từ "
+                        + (f"{info.tracking_start:%d/%m/%Y} ({info.source_vi})" if info.tracking_start else "hôm nay")
+                        + "; hạn trước đó: xem dondoc backlog"))
+        f = services.next_window_forecast(s, pack, now)
+    except services.ServiceError as exc:
+        return res + [(False, "lượt gửi tới", exc.message)]
+    except Exception as exc:  # noqa: BLE001 - a forecast must not hide the other checks
+        return res + [(None, "lượt gửi tới", f"không tính được ({exc.__class__.__name__}: {exc})")]
+    res.append((None if f.digests > 50 else True, "lượt gửi tới",
+                f"khung giờ gửi mở lúc {f.opens_at:%H:%M %d/%m/%Y}: sẽ gửi {f.digests} thư tổng hợp tới {f.recipients} "
+                f"người nhận ({f.notices} thông báo, trong đó {f.new_notices} do lượt đánh giá trước đó tạo ra)"
+                + ("; nhiều thư cùng lúc: kiểm tra ngày bắt đầu theo dõi trước khi chạy" if f.digests > 50 else "")))
+    return res

@@ -314,8 +314,9 @@ def days_off(settings: Settings, year: int) -> list[DayOff]:
 
 # ─── state: sync, submissions, waivers, status ──────────────────────────────────────────────────
 def sync_in(ses: Session, settings: Settings, pack: RulePack, now: datetime) -> dict[str, int]:
-    from engine.sync import sync_instances
+    from engine.sync import record_installation, sync_instances
 
+    record_installation(ses, now)        # go-live: the first command records the installation day
     return sync_instances(ses, pack, now, tracking_start=settings.rules.tracking_start).as_dict()
 
 
@@ -475,12 +476,29 @@ def simulate(settings: Settings, pack: RulePack, start: date, end: date, at: tim
 
 # ─── outbox ─────────────────────────────────────────────────────────────────────────────────────
 def outbox_list(settings: Settings, *, failed_only: bool = False, include_sent: bool = False,
-                limit: int = 500) -> list[dict[str, object]]:
-    """Digests waiting, retrying or failed (or all), newest first, with their reason."""
-    from notifications.outbox import list_outbox
+                limit: int = 500, states: list[str] | None = None, unit: str | None = None,
+                day: str | None = None) -> list[dict[str, object]]:
+    """Digests newest first with their state, time, file and reason: every state but "dropped" by
+    default (sent mail too), all with ``include_sent``; ``states`` ("gửi", "chờ", "lỗi", "bỏ" or the
+    codes), ``unit`` (id or name) and ``day`` (dd/mm/yyyy: sent, or last handled, that day) filter."""
+    from notifications.outbox import list_outbox, parse_states, resolve_unit
 
+    try:
+        codes = parse_states(states) if states else None
+    except ValueError as exc:
+        raise InvalidInput(f"--state: {exc}", exit_code=2) from None
+    on = parse_date(day, "--day") if day else None
+    if limit < 1:
+        raise InvalidInput("--limit: cần một số lớn hơn 0", exit_code=2)
     with open_session(settings) as ses:
-        return list_outbox(ses, failed_only=failed_only, include_sent=include_sent, limit=limit)
+        uid = None
+        if unit is not None:
+            try:
+                uid = resolve_unit(ses, unit)
+            except ValueError as exc:
+                raise InvalidInput(f"--unit: {exc}", exit_code=2) from None
+        return list_outbox(ses, failed_only=failed_only, include_sent=include_sent, limit=limit, states=codes,
+                           unit=uid, day=on, tz=str(clock.TZ))
 
 
 @dataclass
@@ -586,3 +604,233 @@ def kpi_history(settings: Settings, kpi: KpiPack, indicator: str) -> list[KpiVal
         raise InvalidInput(f"không có chỉ tiêu “{indicator}”", exit_code=2)
     with open_session(settings) as ses:
         return list(history(ses, indicator))
+
+
+# ─── preview of a staged edit of the rules ──────────────────────────────────────────────────────
+def preview(settings: Settings, staged_dir: Path, start: date, end: date, unit: str | None = None,
+            obligation: str | None = None, *, live: RulePack | None = None, at: time | None = None):
+    """What moving the rules in `staged_dir` into the live rules directory would change between start
+    and end (deadlines added, moved, removed; notices added, removed), on throw-away copies of the state.
+
+    Raises StagedRulesInvalid (with the `rules check` errors) when the staged rules are invalid,
+    RulePackInvalid when the live ones are. Returns an engine.app.preview.PreviewResult."""
+    from engine.app import preview as _preview
+
+    check_year(start, "--from")
+    check_year(end, "--to")
+    if end < start:
+        raise InvalidInput("--to phải sau --from", exit_code=2)
+    if (end - start).days > _preview.MAX_DAYS:
+        raise InvalidInput(f"khoảng xem trước tối đa {_preview.MAX_DAYS} ngày", exit_code=2)
+    checked = check_rules(with_paths(settings, rules=Path(staged_dir)))
+    if not checked.valid or checked.pack is None:
+        raise _preview.StagedRulesInvalid(Path(staged_dir), checked.errors)
+    staged = checked.pack
+    live = live or load_rules(settings)
+    for what, value, known in (("đơn vị", unit, lambda p: p.units), ("nghĩa vụ báo cáo", obligation, lambda p: p.obligations)):
+        if value is not None and value not in known(live) and value not in known(staged):
+            raise InvalidInput(f"không có {what} “{value}” trong quy tắc đang dùng hay quy tắc thử", exit_code=2)
+    moment = at or time(settings.daemon.evaluate_hour, 0)
+    try:
+        return _preview.run(settings.database.url, live, staged, start, end, moment, unit=unit, obligation=obligation,
+                            tracking_start=settings.rules.tracking_start)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable(describe_db_error(exc, settings.database.url)) from None
+        raise
+
+
+# ─── go-live: installation day, tracking start, backlog ─────────────────────────────────────────
+@dataclass(frozen=True)
+class TrackingInfo:
+    """When dondoc was installed on this database and from which due day it chases."""
+    installed_on: date
+    tracking_start: date | None
+    source: str | None               # config | installation | pack (engine.sync)
+    pack_tracking_start: date | None
+    configured: date | None
+
+    @property
+    def source_vi(self) -> str:
+        return {"config": "theo cấu hình (DONDOC_TRACKING_START)", "installation": "ngày cài đặt",
+                "pack": "theo bộ quy tắc (pack.yaml: tracking_start)"}.get(self.source or "", "chưa xác định")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"installed_on": self.installed_on.isoformat(),
+                "tracking_start": self.tracking_start.isoformat() if self.tracking_start else None,
+                "source": self.source,
+                "pack_tracking_start": self.pack_tracking_start.isoformat() if self.pack_tracking_start else None,
+                "configured": self.configured.isoformat() if self.configured else None}
+
+
+def record_installation_in(ses: Session, now: datetime) -> date:
+    """The first command that works on a database records the installation day (never overwritten)."""
+    from engine.sync import record_installation
+
+    return record_installation(ses, now)
+
+
+def tracking_info_in(ses: Session, settings: Settings, pack: RulePack, now: datetime) -> TrackingInfo:
+    from engine.sync import tracking_start_of
+
+    installed = record_installation_in(ses, now)
+    eff = tracking_start_of(ses, pack, settings.rules.tracking_start)
+    return TrackingInfo(installed, eff.day if eff else None, eff.source if eff else None,
+                        pack.info.tracking_start, settings.rules.tracking_start)
+
+
+def tracking_info(settings: Settings, pack: RulePack, now: datetime) -> TrackingInfo:
+    """Installation day (recorded now if this is the first start) and the effective tracking start."""
+    with open_session(settings) as ses:
+        return tracking_info_in(ses, settings, pack, now)
+
+
+def backlog(settings: Settings, pack: RulePack, now: datetime, since: date | None = None,
+            unit: str | None = None) -> tuple[TrackingInfo, Any]:
+    """What fell due before the effective tracking start and is not recorded as submitted or waived
+    (engine.backlog.Backlog), with the tracking information it was computed for."""
+    from engine.backlog import build_backlog
+
+    if since is not None:
+        check_year(since, "--from")
+    _unit_known(pack, unit)
+    with open_session(settings) as ses:
+        info = tracking_info_in(ses, settings, pack, now)
+        start = info.tracking_start or now.date()
+        if since is not None and since >= start:
+            raise InvalidInput(f"--from {since:%d/%m/%Y} phải trước ngày bắt đầu theo dõi {start:%d/%m/%Y}", exit_code=2)
+        return info, build_backlog(ses, pack, start, since, unit)
+
+
+# ─── doctor: placeholder addresses, the next sending window ─────────────────────────────────────
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net", "localhost", "localhost.localdomain")
+PLACEHOLDER_TLDS = (".example", ".test", ".invalid", ".localhost", ".local")
+
+
+def is_placeholder_address(addr: str) -> bool:
+    """An address that cannot reach anybody real (RFC 2606/6761 names, localhost)."""
+    domain = addr.rsplit("@", 1)[-1].strip().strip(">").lower().rstrip(".")
+    return (domain in PLACEHOLDER_DOMAINS or domain.endswith(tuple("." + d for d in PLACEHOLDER_DOMAINS))
+            or domain.endswith(PLACEHOLDER_TLDS) or domain in ("127.0.0.1", "[127.0.0.1]", "::1"))
+
+
+@dataclass
+class PlaceholderReport:
+    units: list[tuple[str, str, list[str]]] = field(default_factory=list)   # (unit, name, placeholder contacts)
+    sender: list[tuple[str, str]] = field(default_factory=list)             # (what, address)
+
+
+def placeholder_addresses(settings: Settings, pack: RulePack) -> PlaceholderReport:
+    """Units whose contacts and the configured From/Reply-To that are placeholders."""
+    rep = PlaceholderReport()
+    for uid, u in pack.units.items():
+        bad = [c for c in u.contacts if is_placeholder_address(c)]
+        if bad:
+            rep.units.append((uid, u.name, bad))
+    smtp = settings.smtp
+    admin = pack.units.get(pack.info.admin_contact or "")
+    fallback = admin.contacts[0] if admin is not None and admin.contacts else None
+    for what, addr, env in (("From", smtp.from_addr or fallback, "DONDOC_SMTP_FROM"),
+                            ("Reply-To", smtp.reply_to or fallback, "DONDOC_SMTP_REPLY_TO")):
+        if addr and is_placeholder_address(addr):
+            rep.sender.append((f"{what} ({env}" + (")" if (smtp.from_addr if what == "From" else smtp.reply_to)
+                                                   else ", mặc định: địa chỉ đầu tiên của admin_contact)"), addr))
+    return rep
+
+
+@dataclass(frozen=True)
+class WindowForecast:
+    """What the next sending window would send: one digest per recipient and route."""
+    opens_at: datetime
+    digests: int
+    recipients: int
+    notices: int                 # notices in them (waiting now + created by the evaluation before it)
+    new_notices: int             # of which created by that evaluation (dry: on a throw-away copy)
+
+
+def next_window_opening(settings: Settings, pack: RulePack, now: datetime) -> datetime:
+    """``now`` when inside the sending window of a working day, else the next window's opening."""
+    tz = ZoneInfo(pack.info.timezone)
+    local = now.astimezone(tz)
+    start, end = settings.delivery.window()
+    day = local.date()
+    for _ in range(60):
+        if pack.calendar.is_working_day(day):
+            if day > local.date() or local.time() < start:
+                return datetime.combine(day, start, tzinfo=tz)
+            if local.time() < end:
+                return local
+        day += timedelta(days=1)
+    return datetime.combine(day, start, tzinfo=tz)   # pragma: no cover - 60 days without a working day
+
+
+def peek_tracking(settings: Settings, pack: RulePack) -> TrackingInfo | None:
+    """The installation record and tracking start, read without migrating or writing anything
+    (doctor: running it during setup must not make its day the installation day). None when no
+    dondoc command has worked on this database yet."""
+    from sqlalchemy import inspect
+
+    from engine.db import make_engine
+    from engine.state import InstallationRow
+    from engine.sync import effective_tracking_start
+
+    eng = make_engine(settings.database.url)
+    try:
+        if not inspect(eng).has_table("installation"):
+            return None
+        with Session(eng) as ses:
+            row = ses.get(InstallationRow, 1)
+    finally:
+        eng.dispose()
+    if row is None:
+        return None
+    eff = effective_tracking_start(pack, settings.rules.tracking_start, row.installed_on)
+    return TrackingInfo(row.installed_on, eff.day if eff else None, eff.source if eff else None,
+                        pack.info.tracking_start, settings.rules.tracking_start)
+
+
+def next_window_forecast(settings: Settings, pack: RulePack, now: datetime) -> WindowForecast:
+    """A dry computation, nothing sent and nothing written to the state: the notices and digests
+    waiting now, plus those the evaluation before the window would create (simulated on a
+    throw-away copy), grouped as the sender groups them (recipient × route). On a database no
+    command has worked on yet, the first run's installation day is assumed to be that evaluation's."""
+    from sqlalchemy import inspect
+    from sqlmodel import col, select
+
+    from engine.app.simulation import simulate as _simulate
+    from engine.db import make_engine
+    from engine.state import DeliveryItemRow, DeliveryRow, NoticeRow
+    from engine.sync import effective_tracking_start
+    from notifications.outbox import routes_for
+
+    opens = next_window_opening(settings, pack, now)
+    groups: set[tuple[str, str]] = set()
+    notices = 0
+    eng = make_engine(settings.database.url)
+    try:
+        if inspect(eng).has_table("deliveries"):
+            with Session(eng) as ses:
+                waiting = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_(("pending", "retry")))).all()
+                assigned = set(ses.exec(select(DeliveryItemRow.notice_id, DeliveryItemRow.route)).all())
+                for n in waiting:
+                    for r in routes_for(pack, n.recipient):
+                        if (n.id, r.route) not in assigned:
+                            groups.add((n.recipient, r.route))
+                notices += len(waiting)
+                for d in ses.exec(select(DeliveryRow).where(col(DeliveryRow.status).in_(("pending", "retry")))).all():
+                    groups.add((d.recipient, d.route))
+    finally:
+        eng.dispose()
+    # The morning evaluation (daemon.evaluate_hour) of the window's day, or now if that has passed.
+    local_now = now.astimezone(opens.tzinfo)
+    evaluate_at = datetime.combine(opens.date(), time(settings.daemon.evaluate_hour, 0), tzinfo=opens.tzinfo)
+    at = max(evaluate_at, local_now) if opens.date() == local_now.date() else evaluate_at
+    info = peek_tracking(settings, pack)
+    eff = effective_tracking_start(pack, settings.rules.tracking_start,
+                                   info.installed_on if info is not None else at.date())
+    created = _simulate(settings.database.url, pack, at.date(), at.date(), at.hour, at.minute,
+                        tracking_start=eff.day if eff else None)
+    for _, n in created:
+        for r in routes_for(pack, n.recipient):
+            groups.add((n.recipient, r.route))
+    return WindowForecast(opens, len(groups), len({g[0] for g in groups}), notices + len(created), len(created))
