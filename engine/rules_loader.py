@@ -43,6 +43,7 @@ class RulePack:
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     version: str = ""   # content hash of the pack and calendar files: changes iff the rules do
+    warnings: list[RuleError] = field(default_factory=list)   # valid but probably unintended (`rules check` prints them)
 
     def expand(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
         """Unit ids named by a unit or group id (groups may nest)."""
@@ -135,6 +136,7 @@ def load_pack(directory: Path, calendar_dir: Path | None = None) -> RulePack:
     errors.extend(_cross_check(pack, pack_src, loaded.broken, pack_ok=bool(infos) and len(loaded.block_seen["pack"]) == 1))
     if errors:
         raise RulePackInvalid(dedup(errors))
+    pack.warnings = _warnings(pack)
     return pack
 
 
@@ -378,6 +380,64 @@ _REFERENCE_CHECKS: list[Callable[[_Checks], None]] = [
 _DATE_CHECKS: list[Callable[[_Checks], None]] = [
     _compute_dues, _check_deadlines, _check_compiled_order, _check_orphans,
 ]
+
+
+# ── warnings: a valid pack that probably does not do what its author meant ──
+
+def _warn_self_report(c: _Checks) -> None:
+    """The recipient is among the reporters (through a group or a successor): it would chase itself."""
+    units = c.pack.units
+    for oid, o in c.pack.obligations.items():
+        rec = o.recipient
+        for i, ref in enumerate(o.reporters):
+            members = c.pack.expand(ref)
+            via = "" if ref == rec else f" (qua nhóm “{ref}”)" if ref in c.pack.groups else ""
+            if rec in members:
+                c.err("obligations", oid, f"nơi nhận “{units[rec].name}” cũng là đơn vị báo cáo{via}: đơn vị sẽ phải "
+                      "báo cáo và bị nhắc cho chính mình; bỏ đơn vị này khỏi reporters (hoặc dùng nhóm không chứa nó)",
+                      "reporters", i)
+                break
+            heirs = [u for u in members if u != rec and _succeeded_by(units, u, rec)]
+            if heirs:
+                c.err("obligations", oid, f"đơn vị báo cáo “{units[heirs[0]].name}”{via} được kế thừa bởi nơi nhận "
+                      f"“{units[rec].name}”: sau khi sáp nhập, nơi nhận sẽ phải báo cáo cho chính mình",
+                      "reporters", i)
+                break
+
+
+def _succeeded_by(units: dict[str, Unit], uid: str, target: str) -> bool:
+    seen: set[str] = set()
+    cur = units[uid].successor
+    while cur and cur in units and cur not in seen:
+        if cur == target:
+            return True
+        seen.add(cur)
+        cur = units[cur].successor
+    return False
+
+
+def _warn_silent_policy(c: _Checks) -> None:
+    """The obligation's reminder policy never reminds: no reminder before the due day and no notice
+    on it, so the unit first hears of the report when it is already late (the language always keeps
+    the overdue notice, so "never fires at all" cannot be written)."""
+    for oid, o in c.pack.obligations.items():
+        p = c.pack.policy_for(o)
+        if p.before_due_working_days or p.on_due_day:
+            continue
+        sub = ("reminder_policy",) if o.reminder_policy else ()
+        c.err("obligations", oid, f"chính sách nhắc “{p.id}” không nhắc trước hạn và không báo ngày đến hạn "
+              "(before_due_working_days rỗng, on_due_day: false): đơn vị chỉ được báo khi đã quá hạn", *sub)
+
+
+_WARNING_CHECKS: list[Callable[[_Checks], None]] = [_warn_self_report, _warn_silent_policy]
+
+
+def _warnings(pack: RulePack) -> list[RuleError]:
+    """Run on a valid pack only: every reference resolves."""
+    c = _Checks(pack, None, set())
+    for check in _WARNING_CHECKS:
+        check(c)
+    return dedup(c.errors)
 
 
 def _cross_check(pack: RulePack, pack_src: Source | None, broken: set[str] = frozenset(),

@@ -612,8 +612,9 @@ def preview(settings: Settings, staged_dir: Path, start: date, end: date, unit: 
     """What moving the rules in `staged_dir` into the live rules directory would change between start
     and end (deadlines added, moved, removed; notices added, removed), on throw-away copies of the state.
 
-    Raises StagedRulesInvalid (with the `rules check` errors) when the staged rules are invalid,
-    RulePackInvalid when the live ones are. Returns an engine.app.preview.PreviewResult."""
+    Raises engine.app.preview.StagedRulesInvalid (a RulePackInvalid carrying the `rules check`
+    errors) when the staged rules are invalid, RulePackInvalid when the live ones are. Returns an
+    engine.app.preview.PreviewResult (its as_dict() is the stable JSON of `dondoc preview --json`)."""
     from engine.app import preview as _preview
 
     check_year(start, "--from")
