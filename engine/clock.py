@@ -1,4 +1,9 @@
-"""Time is an input: every command takes a simulated "now" (--now or DONDOC_NOW)."""
+"""Time is an input: every command takes a simulated "now" (--now or DONDOC_NOW).
+
+Every date a user types goes through parse_date / parse_moment, so the supported years
+(engine/limits.py) are checked once, here: 0001-01-01 or 9999-12-31 is a typo, and past the
+range the period arithmetic would overflow (year 10000) instead of answering.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,39 @@ import os
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
+from engine.limits import YEARS_VI, year_ok
+
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 class BadDate(ValueError):
-    pass
+    """A date, moment or year a user typed that dondoc cannot use; str() is the Vietnamese message."""
+
+
+class YearOutOfRange(BadDate):
+    """A real date, but outside the supported years (limits.MIN_YEAR..MAX_YEAR)."""
+
+
+def check_year(year: int, text: str | None = None) -> int:
+    """The year itself, or BadDate naming the supported range (e.g. `calendar days-off --year 0`)."""
+    if not year_ok(year):
+        shown = f"“{text}”: năm {year}" if text is not None else f"năm {year}"
+        raise YearOutOfRange(f"{shown} ngoài phạm vi hỗ trợ; dondoc chỉ tính các năm {YEARS_VI}")
+    return year
 
 
 def parse_date(text: str) -> date:
-    """yyyy-mm-dd (scripts) or dd/mm/yyyy (as Vietnamese offices write dates)."""
+    """yyyy-mm-dd (scripts) or dd/mm/yyyy (as Vietnamese offices write dates), in the supported years."""
     text = text.strip()
     try:
         if "/" in text:
-            return datetime.strptime(text, "%d/%m/%Y").date()
-        return date.fromisoformat(text)
+            d = datetime.strptime(text, "%d/%m/%Y").date()
+        else:
+            d = date.fromisoformat(text)
     except ValueError:
         raise BadDate(f"“{text}” không phải ngày hợp lệ; viết dạng yyyy-mm-dd hoặc dd/mm/yyyy") from None
+    check_year(d.year, text)
+    return d
 
 
 def parse_moment(text: str) -> datetime:
@@ -32,8 +54,11 @@ def parse_moment(text: str) -> datetime:
     except ValueError:
         try:
             dt = datetime.combine(parse_date(text), time(0, 0))
+        except YearOutOfRange:
+            raise
         except BadDate:
             raise BadDate(f"“{text}” không phải thời điểm hợp lệ; viết dạng yyyy-mm-dd hoặc yyyy-mm-ddTHH:MM") from None
+    check_year(dt.year, text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=TZ)
     return dt

@@ -56,8 +56,9 @@ def generate_instances(pack: RulePack, start: date, end: date, unit: str | None 
     tracking = tracking_start if tracking_start is not None else pack.info.tracking_start
     calc = pack.due_calculator()
     tz = pack.info.timezone
-    # Periods may end long before their due day (compiled reports, yearly windows): look back.
-    lo, hi = start - timedelta(days=400), end + timedelta(days=62)
+    # Periods may end long before their due day (compiled reports, yearly windows): look back; and a
+    # document due inside its own period (the yearly plan due 31/01) ends up to a year after it.
+    lo, hi = start - timedelta(days=400), end + timedelta(days=370)
     out: dict[tuple[str, str, str], Instance] = {}
     for ob in pack.obligations.values():
         reporters = pack.reporters(ob)

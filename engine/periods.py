@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import calendar as _stdcal
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -88,16 +90,113 @@ def periods_between(obligation: Obligation, lo: date, hi: date) -> list[Period]:
     return out
 
 
-def period_for_key(obligation: Obligation, key: str) -> Period | None:
-    """Find a period by its key (used when a submission names one)."""
-    if key == "once" or obligation.recurrence.freq == "once":
-        found = periods_between(obligation, date.min, date.max)
-        return found[0] if found and found[0].key == key else None
-    try:
-        year = int(key[:4])
-    except ValueError:
-        return None
-    for p in periods_between(obligation, date(year, 1, 1), date(year + 3, 12, 31)):
+class BadPeriod(ValueError):
+    """A period key an obligation cannot have; str() is the Vietnamese message naming the forms it takes."""
+
+
+# Each frequency's key syntax: (pattern, how a secretary is told to write it, what the report is called).
+_KEY_FORMS: dict[str, tuple[re.Pattern[str], str, str]] = {
+    "monthly": (re.compile(r"(\d{4})-(\d{2})"), "năm-tháng, ví dụ {y}-09", "báo cáo tháng"),
+    "quarterly": (re.compile(r"(\d{4})-[Qq]([1-4])"), "năm-Q và số quý, ví dụ {y}-Q3", "báo cáo quý"),
+    "half_yearly": (re.compile(r"(\d{4})-[Hh]([12])"), "{y}-H1 (6 tháng đầu năm) hoặc {y}-H2 (6 tháng cuối năm)",
+                    "báo cáo 6 tháng"),
+    "yearly": (re.compile(r"(\d{4})"), "chỉ số năm, ví dụ {y}", "báo cáo năm"),
+    "every_n_months": (re.compile(r"(\d{4})-(\d{2})\.\.(\d{4})-(\d{2})"),
+                       "tháng đầu..tháng cuối của giai đoạn, ví dụ {example}", "báo cáo theo giai đoạn nhiều tháng"),
+    "once": (re.compile(r"once"), "once", "nhiệm vụ một lần"),
+}
+
+
+def _form_of(key: str) -> str | None:
+    for freq, (pattern, _, _) in _KEY_FORMS.items():
+        if pattern.fullmatch(key):
+            return freq
+    return None
+
+
+def accepted_forms(obligation: Obligation, year: int | None = None) -> str:
+    """'“thang” (Báo cáo tháng) là báo cáo tháng, kỳ viết dạng năm-tháng, ví dụ 2026-09'."""
+    from engine.limits import year_ok
+
+    freq = obligation.recurrence.freq
+    _, how, what = _KEY_FORMS[freq]
+    y = year if year is not None and year_ok(year) else date.today().year
+    found = [p.key for p in periods_between(obligation, date(y, 1, 1), date(y + 2, 12, 31))] if freq != "once" else []
+    example = found[0] if found else f"{y}-01..{y}-06"
+    text = how.format(y=y, example=example)
+    template = re.search(r"\d{4}(-[QH]?\d{1,2})?", text)
+    if freq != "every_n_months" and found and template and template.group(0) not in found:   # e.g. September has no monthly report
+        text = text.replace(template.group(0), found[0])
+    return f"“{obligation.id}” ({obligation.title}) là {what}, kỳ viết dạng {text}"
+
+
+def period_for_key(obligation: Obligation, key: str, others: Iterable[Obligation] = ()) -> Period:
+    """The period a user named (``--period``, a CSV cell), or BadPeriod saying which forms THIS
+    obligation takes; when the key has another frequency's form, it also names obligations of
+    `others` that take that form (the user probably meant one of them)."""
+    from engine.limits import YEARS_VI, year_ok
+
+    key = key.strip()
+    rec = obligation.recurrence
+    freq = rec.freq
+    form = _form_of(key)
+    years = [int(g) for g in (_KEY_FORMS[form][0].fullmatch(key).groups() if form else ()) if len(g) == 4]
+    first_year = years[0] if years else None
+    if form is None:
+        raise BadPeriod(f"kỳ “{key}” không đúng dạng; {accepted_forms(obligation)}")
+    bad = [y for y in years if not year_ok(y)]
+    if bad:
+        raise BadPeriod(f"kỳ “{key}”: năm {bad[0]} ngoài phạm vi hỗ trợ ({YEARS_VI}); {accepted_forms(obligation)}")
+    if form in ("monthly", "every_n_months"):
+        months = [int(g) for g in _KEY_FORMS[form][0].fullmatch(key).groups() if len(g) == 2]
+        if any(not 1 <= m <= 12 for m in months):
+            raise BadPeriod(f"kỳ “{key}” không hợp lệ: không có tháng {next(m for m in months if not 1 <= m <= 12)}; "
+                            f"{accepted_forms(obligation, first_year)}")
+    if form != freq:
+        msg = f"kỳ “{key}” không dùng được cho “{obligation.id}”: {accepted_forms(obligation, first_year)}"
+        fits = _siblings_first(obligation, [o for o in others if o.recurrence.freq == form and o.id != obligation.id])
+        if fits:
+            msg += f". Kỳ “{key}” là kỳ của {_KEY_FORMS[form][2]}, ví dụ {_names(fits)}"
+        raise BadPeriod(msg)
+    if freq == "once":
+        assert rec.start and rec.end
+        found = periods_between(obligation, rec.start, rec.end)
+        if found:
+            return found[0]
+        raise BadPeriod(f"không tìm thấy kỳ của “{obligation.id}”")  # pragma: no cover - a once rule has one
+    assert first_year is not None
+    near = periods_between(obligation, date(first_year, 1, 1), date(min(first_year + 3, 9998), 12, 31))
+    for p in near:
         if p.key == key:
             return p
-    return None
+    same_year = [p.key for p in near if p.key.startswith(str(first_year))][:12]
+    listed = f"; các kỳ năm {first_year}: {', '.join(same_year)}" if same_year else ""
+    msg = f"“{obligation.id}” ({obligation.title}) không có kỳ “{key}”{listed}"
+    # A month left out by `months:` is usually covered by a sibling report (same reporters and
+    # recipient): September by the quarterly report, June by the 6-month report.
+    if rec.months is not None and freq in ("monthly", "quarterly", "half_yearly"):
+        month = {"monthly": lambda n: n, "quarterly": lambda n: 3 * n, "half_yearly": lambda n: 6 * n}[freq](
+            int(_KEY_FORMS[freq][0].fullmatch(key).group(2)))
+        lo = date(first_year, month, 1)
+        covering = [(o, p) for o in _siblings_first(obligation, [o for o in others if o.id != obligation.id])
+                    if _same_people(o, obligation)
+                    for p in periods_between(o, lo, _month_end(lo))]
+        if covering:
+            o, p = covering[0]
+            msg += (f". Tháng {month:02d}/{first_year} thuộc {_KEY_FORMS[o.recurrence.freq][2]}: "
+                    f"kỳ “{p.key}” của “{o.id}” ({o.title})")
+    raise BadPeriod(msg)
+
+
+def _same_people(a: Obligation, b: Obligation) -> bool:
+    return set(a.reporters) == set(b.reporters) and a.recipient == b.recipient
+
+
+def _siblings_first(obligation: Obligation, others: list[Obligation]) -> list[Obligation]:
+    """Obligations with the same reporters and recipient first: the one the user most likely meant."""
+    return sorted(others, key=lambda o: not _same_people(o, obligation))
+
+
+def _names(obligations: list[Obligation], limit: int = 2) -> str:
+    shown = ", ".join(f"“{o.id}” ({o.title})" for o in obligations[:limit])
+    return shown + ("…" if len(obligations) > limit else "")

@@ -1,6 +1,7 @@
 """Recording what units submitted (or were excused from), with an audit trail.
 
-CSV imports are all-or-nothing: every row is validated before any is written.
+CSV imports are all-or-nothing: every row is validated before any is written, and the write is
+one short transaction (see import_submissions), so a big file never holds the database for long.
 """
 
 from __future__ import annotations
@@ -8,16 +9,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from engine.clock import BadDate, parse_date
-from engine.instances import generate_instances
-from engine.periods import period_for_key
+from engine.instances import Instance, generate_instances
+from engine.limits import YEARS_VI, year_ok
+from engine.periods import BadPeriod, period_for_key
 from engine.rules_loader import RulePack
 from engine.state import AuditRow, InstanceRow, SubmissionRow, WaiverRow
 
@@ -35,6 +43,47 @@ class SubmissionIn(BaseModel):
     note: str | None = None
 
 
+def plan_instance(pack: RulePack, obligation: str, unit: str, period: str,
+                  _cache: dict | None = None) -> Instance:
+    """The instance the rules define for (obligation, unit, period), without touching the database;
+    InputError says what is wrong (unknown obligation or unit, a period the obligation cannot have,
+    a unit that does not owe that period). `_cache` (a dict) speeds up bulk validation."""
+    if obligation not in pack.obligations:
+        raise InputError(f"không có nghĩa vụ báo cáo “{obligation}” trong bộ quy tắc")
+    if unit not in pack.units:
+        raise InputError(f"không có đơn vị “{unit}” trong bộ quy tắc")
+    ob = pack.obligations[obligation]
+    try:
+        p = period_for_key(ob, period, pack.obligations.values())
+    except BadPeriod as exc:
+        raise InputError(str(exc)) from None
+    cache = _cache if _cache is not None else {}
+    if "calc" not in cache:
+        cache["calc"] = pack.due_calculator()
+    calc = cache["calc"]
+    d = calc.due(ob, p)
+    if d is None:
+        raise InputError(f"không tính được hạn nộp của “{obligation}” kỳ {p.label}")
+    day_instances = cache.get(("day", d.day))
+    if day_instances is None:
+        day_instances = {i.key: i for i in generate_instances(pack, d.day, d.day)}
+        cache[("day", d.day)] = day_instances
+    inst = day_instances.get((obligation, unit, period))
+    if inst is None:
+        owners = sorted({i.unit for i in day_instances.values() if i.obligation == obligation and i.period == period})
+        hint = f"; đơn vị phải nộp kỳ này: {', '.join(owners[:8])}{'…' if len(owners) > 8 else ''}" if owners else ""
+        raise InputError(f"đơn vị “{unit}” không phải nộp “{obligation}” kỳ {p.label}{hint}")
+    return inst
+
+
+def _instance_values(inst: Instance, pack: RulePack, now: datetime) -> dict[str, object]:
+    return dict(obligation=inst.obligation, unit=inst.unit, period=inst.period, period_label=inst.period_label,
+                period_start=inst.period_start, period_end=inst.period_end, cutoff_start=inst.cutoff_start,
+                cutoff_end=inst.cutoff_end, due=inst.due, due_at=inst.due_at, recipient=inst.recipient,
+                inherited_from=",".join(inst.inherited_from), rules_version=pack.version,
+                created_at=now, updated_at=now)
+
+
 def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: str, period: str) -> InstanceRow:
     """The instance row, created from the rules if it predates sync (e.g. before tracking start)."""
     if obligation not in pack.obligations:
@@ -45,34 +94,32 @@ def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: st
                                                  InstanceRow.period == period)).first()
     if row is not None:
         return row
-    ob = pack.obligations[obligation]
-    p = period_for_key(ob, period)
-    if p is None:
-        raise InputError(f"kỳ “{period}” không hợp lệ cho “{obligation}” ({_period_hint(ob.recurrence.freq)})")
-    calc = pack.due_calculator()
-    d = calc.due(ob, p)
-    if d is None:
-        raise InputError(f"không tính được hạn nộp của “{obligation}” kỳ {p.label}")
-    match = [i for i in generate_instances(pack, d.day, d.day) if i.key == (obligation, unit, period)]
-    if not match:
-        owners = sorted({i.unit for i in generate_instances(pack, d.day, d.day) if i.obligation == obligation and i.period == period})
-        hint = f"; đơn vị phải nộp kỳ này: {', '.join(owners[:8])}{'…' if len(owners) > 8 else ''}" if owners else ""
-        raise InputError(f"đơn vị “{unit}” không phải nộp “{obligation}” kỳ {p.label}{hint}")
-    inst = match[0]
-    now = datetime.now(inst.due_at.tzinfo)
-    row = InstanceRow(obligation=obligation, unit=unit, period=period, period_label=inst.period_label,
-                      period_start=inst.period_start, period_end=inst.period_end, cutoff_start=inst.cutoff_start,
-                      cutoff_end=inst.cutoff_end, due=inst.due, due_at=inst.due_at, recipient=inst.recipient,
-                      inherited_from=",".join(inst.inherited_from), rules_version=pack.version,
-                      created_at=now, updated_at=now)
+    inst = plan_instance(pack, obligation, unit, period)
+    row = InstanceRow(**_instance_values(inst, pack, datetime.now(inst.due_at.tzinfo)))
     session.add(row)
     session.flush()
     return row
 
 
-def _period_hint(freq: str) -> str:
-    return {"monthly": "dạng 2026-01", "quarterly": "dạng 2026-Q1", "half_yearly": "dạng 2026-H1",
-            "yearly": "dạng 2026", "once": "dùng once"}.get(freq, "xem dondoc deadlines --json")
+def earliest_submission(period_start: date, period_end: date, due: date, cutoff_start: date | None) -> date:
+    """The first day a submission for a period can be dated: the period's first day, since a report
+    on a period cannot exist before the period begins. A document with no data window that is due
+    INSIDE its own period looks ahead (the yearly inspection plan due 31/01 may be signed in
+    December): it may come at most one period length before its due day."""
+    if cutoff_start is None and due <= period_end:
+        return min(period_start, due - (period_end - period_start))
+    return period_start
+
+
+def _check_day(day: date, earliest: date, period_label: str, now: datetime) -> None:
+    """A submission cannot predate its period (nor the supported years), nor lie in the future."""
+    if not year_ok(day.year):
+        raise InputError(f"ngày nộp {day:%d/%m/%Y}: năm {day.year} ngoài phạm vi hỗ trợ ({YEARS_VI})")
+    if day > now.date():
+        raise InputError(f"ngày nộp {day:%d/%m/%Y} ở tương lai (hôm nay {now:%d/%m/%Y})")
+    if day < earliest:
+        raise InputError(f"ngày nộp {day:%d/%m/%Y} trước khi kỳ {period_label} bắt đầu "
+                         f"(sớm nhất {earliest:%d/%m/%Y})")
 
 
 def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime, actor: str) -> SubmissionRow:
@@ -97,9 +144,15 @@ def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime
 
 
 def record_submission(session: Session, pack: RulePack, sub: SubmissionIn, now: datetime, actor: str = "cli") -> InstanceRow:
-    if sub.submitted_on > now.date():
-        raise InputError(f"ngày nộp {sub.submitted_on:%d/%m/%Y} ở tương lai (hôm nay {now:%d/%m/%Y})")
+    if not year_ok(sub.submitted_on.year) or sub.submitted_on > now.date():
+        _check_day(sub.submitted_on, date.min, "", now)
     row = resolve_instance(session, pack, sub.obligation, sub.unit, sub.period)
+    try:
+        _check_day(sub.submitted_on, earliest_submission(row.period_start, row.period_end, row.due, row.cutoff_start),
+                   row.period_label, now)
+    except InputError:
+        session.rollback()
+        raise
     _record(session, row, sub, now, actor)
     session.commit()
     return row
@@ -188,56 +241,220 @@ def open_csv(path: Path, columns: dict[str, tuple[str, ...]], required: tuple[st
     return reader, cols
 
 
-def parse_submissions_csv(path: Path, pack: RulePack, now: datetime, session: Session) -> list[tuple[int, SubmissionIn]]:
-    """Validate every row; raise ImportRejected listing each bad row by its line number."""
+def csv_rows(reader: "csv._reader", errors: list[RowError]) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of each non-blank row. A row the csv module cannot read (a cell over
+    csv.field_size_limit() characters, a NUL byte, an unclosed quote) becomes a RowError with its
+    line, and reading stops there: what follows it cannot be split into rows reliably."""
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "field larger" in str(exc):
+                why = f"một ô dài quá {csv.field_size_limit():,} ký tự".replace(",", ".")
+            elif "NUL" in str(exc):
+                why = "dòng chứa ký tự NUL (tệp nhị phân?)"
+            else:
+                why = "dòng CSV hỏng (dấu ngoặc kép không đóng?)"
+            errors.append(RowError(reader.line_num, f"{why}; không đọc tiếp các dòng sau"))
+            return
+        if any(v.strip() for v in values):
+            yield reader.line_num, values
+
+
+@dataclass
+class _PlannedSubmission:
+    """A validated CSV row, with what the final write needs (computed while reading, not writing)."""
+    line: int
+    sub: SubmissionIn
+    instance_id: int | None          # None: the instance is created from `new_instance`
+    new_instance: Instance | None
+    action: str                      # submit | correct
+    detail: str                      # audit_log.detail (JSON)
+
+
+def _validate_submissions(path: Path, pack: RulePack, now: datetime, session: Session) -> tuple[list[_PlannedSubmission], int]:
+    """Every row checked with reads only (no write lock); ImportRejected lists each bad row.
+    Returns the plan and the highest submission id seen (to detect a concurrent change)."""
     reader, cols = open_csv(path, _COLUMNS, ("obligation", "unit", "period", "date"),
                             "obligation, unit, period, date[, ref, note]")
     errors: list[RowError] = []
-    rows: list[tuple[int, SubmissionIn]] = []
+    raw: list[tuple[int, dict[str, str]]] = []
+    for line, values in csv_rows(reader, errors):
+        raw.append((line, {n: (values[i].strip() if i < len(values) else "") for n, i in cols.items()}))
+    obligations = sorted({r["obligation"] for _, r in raw if r.get("obligation")})
+    snapshot = session.scalar(sa_select(func.coalesce(func.max(SubmissionRow.id), 0)))
+    existing: dict[tuple[str, str, str], tuple[int, date, str]] = {}
+    for ob_chunk in chunks(obligations, 500):
+        q = sa_select(InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period,
+                      InstanceRow.period_start, InstanceRow.period_end, InstanceRow.due, InstanceRow.cutoff_start,
+                      InstanceRow.period_label).where(InstanceRow.obligation.in_(ob_chunk))
+        for iid, ob, unit, period, start, end, due, c_start, label in session.execute(q):
+            existing[(ob, unit, period)] = (iid, earliest_submission(start, end, due, c_start), label)
+    cache: dict = {}
     seen: dict[tuple[str, str, str], int] = {}
-    for values in reader:
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-
-        def get(name: str) -> str:
-            i = cols.get(name)
-            return values[i].strip() if i is not None and i < len(values) else ""
-
+    good: list[tuple[int, SubmissionIn, int | None, Instance | None]] = []
+    for line, r in raw:
         try:
-            ob, unit, period, day_text = get("obligation"), get("unit"), get("period"), get("date")
-            for label, v in (("obligation", ob), ("unit", unit), ("period", period), ("date", day_text)):
-                if not v:
+            for label in ("obligation", "unit", "period", "date"):
+                if not r.get(label):
                     raise InputError(f"cột {label} để trống")
-            day = parse_date(day_text)
-            if day > now.date():
-                raise InputError(f"ngày nộp {day:%d/%m/%Y} ở tương lai")
-            sub = SubmissionIn(obligation=ob, unit=unit, period=period, submitted_on=day,
-                               ref=get("ref") or None, note=get("note") or None)
+            ob, unit, period = r["obligation"], r["unit"], r["period"]
+            day = parse_date(r["date"])
             key = (ob, unit, period)
             if key in seen:
                 raise InputError(f"trùng với dòng {seen[key]} (cùng báo cáo, đơn vị, kỳ)")
-            with session.no_autoflush:
-                resolve_instance(session, pack, ob, unit, period)
+            if ob not in pack.obligations:
+                raise InputError(f"không có nghĩa vụ báo cáo “{ob}” trong bộ quy tắc")
+            if unit not in pack.units:
+                raise InputError(f"không có đơn vị “{unit}” trong bộ quy tắc")
+            found = existing.get(key)
+            if found is not None:
+                iid, start, plabel, new = found[0], found[1], found[2], None
+            else:
+                new = plan_instance(pack, ob, unit, period, cache)
+                iid, start, plabel = None, earliest_submission(new.period_start, new.period_end, new.due,
+                                                          new.cutoff_start), new.period_label
+            _check_day(day, start, plabel, now)
+            sub = SubmissionIn(obligation=ob, unit=unit, period=period, submitted_on=day,
+                               ref=r.get("ref") or None, note=r.get("note") or None)
             seen[key] = line
-            rows.append((line, sub))
+            good.append((line, sub, iid, new))
         except (InputError, BadDate) as exc:
             errors.append(RowError(line, str(exc)))
     if errors:
         session.rollback()
-        raise ImportRejected(str(path), errors)
-    return rows
+        raise ImportRejected(str(path), sorted(errors, key=lambda e: e.line))
+    # Corrections: what each row replaces, for the audit trail (read now, checked again at write).
+    previous: dict[int, list[tuple[date, str | None]]] = {}
+    ids = [iid for _, _, iid, _ in good if iid is not None]
+    for chunk in chunks(ids, 5000):
+        q = (sa_select(SubmissionRow.instance_id, SubmissionRow.submitted_on, SubmissionRow.ref)
+             .where(SubmissionRow.instance_id.in_(chunk), SubmissionRow.active == True)  # noqa: E712
+             .order_by(SubmissionRow.id))
+        for iid, on, ref in session.execute(q):
+            previous.setdefault(iid, []).append((on, ref))
+    session.rollback()   # end the read transaction
+    plan: list[_PlannedSubmission] = []
+    for line, sub, iid, new in good:
+        detail: dict[str, object] = {"submitted_on": sub.submitted_on.isoformat(), "ref": sub.ref, "note": sub.note}
+        prev = previous.get(iid, []) if iid is not None else []
+        if prev:
+            detail["replaces"] = [{"submitted_on": on.isoformat(), "ref": ref} for on, ref in prev]
+        plan.append(_PlannedSubmission(line, sub, iid, new, "correct" if prev else "submit",
+                                       json.dumps(detail, ensure_ascii=False)))
+    return plan, snapshot
+
+
+def parse_submissions_csv(path: Path, pack: RulePack, now: datetime, session: Session) -> list[tuple[int, SubmissionIn]]:
+    """Validate every row; raise ImportRejected listing each bad row by its line number."""
+    plan, _ = _validate_submissions(path, pack, now, session)
+    return [(p.line, p.sub) for p in plan]
+
+
+def chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+STAGE_BATCH = 5000
 
 
 def import_submissions(session: Session, pack: RulePack, path: Path, now: datetime, actor: str = "import") -> int:
-    """All rows or none: one transaction, committed only when every row is valid."""
-    try:
-        rows = parse_submissions_csv(path, pack, now, session)
-        for _, sub in rows:
-            row = resolve_instance(session, pack, sub.obligation, sub.unit, sub.period)
-            _record(session, row, sub, now, actor)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    return len(rows)
+    """All rows or none, without holding the database's write lock for long (a 100k-row file must not
+    stop the daemon, issue 10 item 3):
+
+    1. validate every row with reads only (no write transaction);
+    2. stage the rows in a TEMPORARY table of this connection, in batches: temporary tables take no
+       lock on the shared database, so the daemon keeps writing meanwhile;
+    3. one short transaction moves them in with set-based statements (INSERT … SELECT), together with
+       the audit rows; it is the only write-lock hold, and it commits everything or nothing.
+    If another writer recorded a submission for one of these reports between 1 and 3, step 3 is
+    abandoned and the import is redone from step 1 (so corrections are audited against what they
+    actually replace).
+    """
+    for _attempt in range(3):
+        plan, snapshot = _validate_submissions(path, pack, now, session)
+        if _write_submissions(session, pack, plan, snapshot, now, actor):
+            return len(plan)
+    raise InputError("cơ sở dữ liệu đang được ghi liên tục vào chính các báo cáo này; hãy nhập lại sau ít phút")
+
+
+def _write_submissions(session: Session, pack: RulePack, plan: list[_PlannedSubmission], snapshot: int,
+                       now: datetime, actor: str) -> bool:
+    S, I, A = SubmissionRow.__table__, InstanceRow.__table__, AuditRow.__table__
+    name = f"dd_import_sub_{uuid.uuid4().hex[:12]}"
+    stage = sa.Table(
+        name, sa.MetaData(),
+        sa.Column("line", sa.Integer, primary_key=True), sa.Column("instance_id", sa.Integer),
+        sa.Column("obligation", sa.String(80)), sa.Column("unit", sa.String(80)), sa.Column("period", sa.String(40)),
+        sa.Column("submitted_on", S.c.submitted_on.type), sa.Column("ref", sa.Text), sa.Column("note", sa.Text),
+        sa.Column("action", sa.String(40)), sa.Column("entity_id", sa.String(200)), sa.Column("detail", sa.Text),
+        sa.Index(f"{name}_iid", "instance_id"), prefixes=["TEMPORARY"])
+    with session.get_bind().connect() as conn:
+        try:
+            with conn.begin():
+                stage.create(conn)
+            for chunk in chunks(plan, STAGE_BATCH):
+                with conn.begin():
+                    conn.execute(stage.insert(), [
+                        {"line": p.line, "instance_id": p.instance_id, "obligation": p.sub.obligation,
+                         "unit": p.sub.unit, "period": p.sub.period, "submitted_on": p.sub.submitted_on,
+                         "ref": p.sub.ref, "note": p.sub.note, "action": p.action,
+                         "entity_id": f"{p.sub.obligation}|{p.sub.unit}|{p.sub.period}", "detail": p.detail}
+                        for p in chunk])
+            new = [p.new_instance for p in plan if p.new_instance is not None]
+            with write_transaction(conn):
+                # Someone recorded one of these reports since we read: redo (caller loops).
+                changed = conn.execute(sa.select(S.c.id).where(S.c.id > snapshot,
+                                                               S.c.instance_id.in_(sa.select(stage.c.instance_id)))
+                                       .limit(1)).first()
+                if changed is not None:
+                    raise _Changed()
+                for inst in new:
+                    iid = conn.execute(sa.select(I.c.id).where(I.c.obligation == inst.obligation, I.c.unit == inst.unit,
+                                                               I.c.period == inst.period)).scalar()
+                    if iid is None:
+                        iid = conn.execute(I.insert().values(**_instance_values(inst, pack, now))).inserted_primary_key[0]
+                    elif conn.execute(sa.select(S.c.id).where(S.c.instance_id == iid, S.c.active == sa.true())).first():
+                        raise _Changed()   # created and submitted meanwhile: the audit detail would be wrong
+                    conn.execute(stage.update().where(stage.c.obligation == inst.obligation, stage.c.unit == inst.unit,
+                                                      stage.c.period == inst.period).values(instance_id=iid))
+                in_stage = S.c.instance_id.in_(sa.select(stage.c.instance_id))
+                conn.execute(S.update().where(S.c.active == sa.true(), in_stage).values(active=sa.false()))
+                conn.execute(S.insert().from_select(
+                    ["instance_id", "submitted_on", "ref", "note", "active", "recorded_at", "recorded_by"],
+                    sa.select(stage.c.instance_id, stage.c.submitted_on, stage.c.ref, stage.c.note, sa.true(),
+                              sa.literal(now, S.c.recorded_at.type), sa.literal(actor, S.c.recorded_by.type))
+                    .order_by(stage.c.line)))
+                mine = stage.c.instance_id == I.c.id
+                conn.execute(I.update().where(I.c.id.in_(sa.select(stage.c.instance_id))).values(
+                    submitted_on=sa.select(stage.c.submitted_on).where(mine).scalar_subquery(),
+                    submission_ref=sa.select(stage.c.ref).where(mine).scalar_subquery(),
+                    closed=sa.true(), updated_at=sa.literal(now, I.c.updated_at.type)))
+                conn.execute(A.insert().from_select(
+                    ["at", "actor", "action", "entity", "entity_id", "detail"],
+                    sa.select(sa.literal(now, A.c.at.type), sa.literal(actor, A.c.actor.type), stage.c.action,
+                              sa.literal("instance", A.c.entity.type), stage.c.entity_id, stage.c.detail)
+                    .order_by(stage.c.line)))
+            return True
+        except _Changed:
+            return False
+        finally:
+            with conn.begin():
+                stage.drop(conn, checkfirst=True)
+
+
+class _Changed(Exception):
+    """Another writer touched the rows being imported between validation and the final write."""
+
+
+@contextmanager
+def write_transaction(conn: sa.Connection) -> Iterator[None]:
+    """One transaction that takes SQLite's write lock at its start (BEGIN IMMEDIATE, waiting out the
+    busy timeout), so it never fails half-way on a lock upgrade; PostgreSQL locks rows as it goes."""
+    with conn.begin():
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield

@@ -91,3 +91,50 @@ def test_bad_command_arguments_are_explained(db_url: str) -> None:
     assert r.exit_code != 0 and "32/01/2026" in r.output and "--date" in r.output
     r = runner.invoke(app, ["--now", "hôm qua", "deadlines"])
     assert r.exit_code != 0 and "--now" in r.output
+
+
+def test_a_cell_over_the_csv_field_limit_is_a_row_error(tmp_path: Path, db_url: str, minipack) -> None:
+    """A field over 131,072 characters used to crash the reader (csv.Error) with a traceback."""
+    _prepare(db_url, minipack)
+    f = tmp_path / "dai.csv"
+    f.write_text("obligation,unit,period,date,ref,note\n"
+                 "thang,skhcn,2026-01,19/01/2026,01/BC,\n"
+                 f"thang,skhcn,2026-02,23/02/2026,02/BC,{'x' * 140_000}\n", encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "dòng 3:" in r.output and "131.072 ký tự" in r.output
+    assert _count(db_url) == 0
+
+
+def test_csv_dates_before_the_period_or_outside_the_years_are_refused(tmp_path: Path, db_url: str, minipack) -> None:
+    _prepare(db_url, minipack)
+    f = tmp_path / "ngay.csv"
+    f.write_text("obligation,unit,period,date\n"
+                 "thang,skhcn,2026-03,27/02/2026\n"
+                 "thang,skhcn,2026-02,0001-01-01\n"
+                 "thang,skhcn,9999-01,19/01/2026\n"
+                 "thang,skhcn,once,19/01/2026\n", encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 1
+    out = r.output
+    assert "dòng 2:" in out and "trước khi kỳ" in out
+    assert "dòng 3:" in out and "dòng 4:" in out and "2000–2100" in out
+    assert "dòng 5:" in out and "báo cáo tháng" in out
+    assert _count(db_url) == 0
+
+
+def test_out_of_range_periods_and_dates_on_the_command_line_are_messages(db_url: str) -> None:
+    for args in (("submit", "--unit", "skhcn", "--obligation", "thang", "--period", "9999-01", "--date", "2026-01-19"),
+                 ("submit", "--unit", "skhcn", "--obligation", "thang", "--period", "0000-01", "--date", "2026-01-19"),
+                 ("submit", "--unit", "skhcn", "--obligation", "thang", "--period", "once", "--date", "2026-01-19"),
+                 ("waive", "--unit", "skhcn", "--obligation", "thang", "--period", "9999-01", "--reason", "x")):
+        r = _run(db_url, *args)
+        assert r.exit_code != 0 and isinstance(r.exception, (SystemExit, type(None))), (args, r.output)
+        assert "2000–2100" in r.output or "“once”" in r.output, (args, r.output)
+    for args in (("--now", "9999-12-31", "deadlines"), ("deadlines", "--from", "9999-12-01"),
+                 ("calendar", "ics", "--unit", "skhcn", "--from", "0001-01-01", "--output", "/dev/null")):
+        r = runner.invoke(app, [*args, "--rules", str(MINIPACK), "--calendar", str(CALENDAR)])
+        assert r.exit_code != 0 and isinstance(r.exception, (SystemExit, type(None))), (args, r.output)
+        assert "2000–2100" in r.output, (args, r.output)
+    r = _run(db_url, "submit", "--unit", "skhcn", "--obligation", "thang", "--period", "2026-02", "--date", "2026-02-23")
+    assert r.exit_code == 0, r.output

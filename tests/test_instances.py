@@ -86,3 +86,28 @@ def test_superseding_obligation_ends_the_old_one(tmp_path) -> None:
     got = {(i.obligation, i.period) for i in generate_instances(p, date(2025, 1, 1), date(2027, 12, 31), unit="skhcn")
            if i.obligation.startswith("nam-skhcn")}
     assert got == {("nam-skhcn", "2025"), ("nam-skhcn-moi", "2026"), ("nam-skhcn-moi", "2027")}
+
+
+def test_the_edges_of_the_supported_years_compute(pack) -> None:
+    """Deadlines at MIN_YEAR and in the last weeks of MAX_YEAR look past the range (periods end
+    before their due day, due days after it) without overflowing; beyond it, clock refuses."""
+    from engine.clock import BadDate, parse_date
+    from engine.limits import MAX_YEAR, MIN_YEAR
+
+    generate_instances(pack, date(MIN_YEAR, 1, 1), date(MIN_YEAR, 2, 1))   # looks back into 1998: must not raise
+    late = generate_instances(pack, date(MAX_YEAR, 11, 1), date(MAX_YEAR, 12, 31))
+    assert late and all(i.due.year == MAX_YEAR for i in late)
+    for text in (f"{MAX_YEAR + 1}-01-01", f"01/01/{MIN_YEAR - 1}", "9999-12-31", "0001-01-01"):
+        with pytest.raises(BadDate, match=f"{MIN_YEAR}–{MAX_YEAR}"):
+            parse_date(text)
+
+
+def test_a_document_due_early_in_its_own_period_is_listed() -> None:
+    """The yearly inspection plan for 2027 is due 31/01/2027 (→ 01/02) while its period ends
+    31/12/2027: `deadlines --from 2027-01-01 --to 2027-03-01` used to miss it."""
+    from tests.conftest import RULES
+
+    pack = load_pack(RULES, CALENDAR)
+    found = [i for i in generate_instances(pack, date(2027, 1, 1), date(2027, 3, 1))
+             if i.obligation == "khhd57-bcd-ke-hoach-kiem-tra"]
+    assert [(i.period, i.due) for i in found] == [("2027", date(2027, 2, 1))]

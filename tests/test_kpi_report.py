@@ -151,3 +151,40 @@ def test_charts_one_png_per_group_with_every_target(tmp_path: Path) -> None:
         assert sorted(json.loads(meta["dondoc-targets"])) == expected
         assert meta["dondoc-group"] == f.stem and meta["dondoc-as-of"] == "2027-01-10"
         assert meta["Title"] == kpi.groups[f.stem].name
+
+
+def test_xlsx_cells_that_look_like_formulas_stay_text(seeded, tmp_path: Path) -> None:
+    """Text from rule files or users that starts with = + - @ (or tab/CR) must not run as a formula
+    when the export is opened or a cell is edited (CSV/formula injection)."""
+    from dataclasses import replace
+
+    from openpyxl import load_workbook
+
+    from engine.kpi.report import build_report, write_xlsx
+
+    url, pack, kpi = seeded
+    with session(url) as s:
+        rows = build_report(s, pack, AS_OF, kpi)
+    evil = {"indicator_name": "=HYPERLINK(\"http://x.invalid\",\"bấm\")", "text": "+cmd|' /C calc'!A0",
+            "detail": "-2+3", "basis": "@SUM(1+1)", "group_name": "\t=1+1", "requirement": "=100%"}
+    rows[0] = replace(rows[0], **evil)
+    xlsx = tmp_path / "x.xlsx"
+    write_xlsx(rows, xlsx, AS_OF, "=cmd()")
+    wb = load_workbook(xlsx)
+    cells = [c for ws in wb for row in ws.iter_rows() for c in row]
+    formulas = [c.coordinate for c in cells if c.data_type == "f"]
+    assert formulas == []
+    risky = [c for c in cells if isinstance(c.value, str) and c.value[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {c.value for c in risky} >= set(evil.values()) | {"=cmd()"}   # the text itself is kept as written
+    assert all(c.data_type == "s" and c.quotePrefix for c in risky)
+    numbers = [c.value for c in wb["Chỉ tiêu"]["G"][1:] if isinstance(c.value, (int, float))]
+    assert numbers, "numbers stay numbers"
+    from openpyxl import Workbook
+
+    from engine.kpi.report import neutralise_formulas
+
+    wb = Workbook()
+    wb.active.append(["\r=1+1", "ok", -3])
+    neutralise_formulas(wb)
+    a, b, c = wb.active[1]
+    assert (a.data_type, a.quotePrefix, b.quotePrefix, c.data_type) == ("s", True, False, "n")

@@ -53,7 +53,7 @@ def test_each_unit_refuses_impossible_values(tmp_path: Path, sqlite_url: str) ->
         "chi-so-cds;1,2;31/12/2025;\n"                 # index outside 0–1
         "xh-pii;0;31/12/2025;\n"                       # a rank must be a positive integer
         "xh-pii;12,5;31/12/2025;\n"
-        "dn-khcn;1.200;31/12/2025;\n"                  # thousands separator: 1,2 enterprises
+        "dn-khcn;1,5;31/12/2025;\n"                    # 1,5 enterprises
         "trung-tam-an-ninh-mang;có lẽ;31/12/2025;\n"
         "khong-co;5;31/12/2025;\n"
         "phu-song-5g;60;31/12/2027;\n",                # in the future
@@ -62,7 +62,7 @@ def test_each_unit_refuses_impossible_values(tmp_path: Path, sqlite_url: str) ->
     assert r.exit_code == 1
     out = r.output
     for line, words in ((2, "1,2 lớn hơn 1"), (3, "0 nhỏ hơn 1"), (4, "12,5 không phải số nguyên"),
-                        (5, "1,2 không phải số nguyên"), (6, "không phải một số"), (7, "không có chỉ tiêu"),
+                        (5, "1,5 không phải số nguyên"), (6, "không phải một số"), (7, "không có chỉ tiêu"),
                         (8, "ở tương lai")):
         assert f"dòng {line}:" in out and words in out, (line, out)
     assert rows(sqlite_url) == []
@@ -104,4 +104,45 @@ def test_record_refuses_out_of_range(sqlite_url: str) -> None:
     assert r.exit_code == 1 and "140 lớn hơn 100" in r.output
     r = kpi(sqlite_url, "record", "--indicator", "xh-pii", "--value", "2.5", "--as-of", "2025-12-31")
     assert r.exit_code == 1 and "không phải số nguyên" in r.output
+    assert rows(sqlite_url) == []
+
+
+def test_vietnamese_thousands_are_thousands(tmp_path: Path, sqlite_url: str) -> None:
+    """“1.200” doanh nghiệp is one thousand two hundred (it used to be stored as 1,2)."""
+    r = kpi(sqlite_url, "record", "--indicator", "dn-khcn", "--value", "1.200", "--as-of", "31/12/2025")
+    assert r.exit_code == 0, r.output
+    assert [x.value for x in rows(sqlite_url)] == [1200.0]
+    f = tmp_path / "so-lieu.csv"
+    f.write_text("chi_tieu;gia_tri;ngay_so_lieu\n"
+                 "dn-khcn;1.350;30/06/2026\n"
+                 "chi-so-cds;0,685;31/12/2025\n"
+                 "phu-song-5g;62,5 %;31/12/2025\n", encoding="utf-8")
+    r = kpi(sqlite_url, "import", str(f))
+    assert r.exit_code == 0, r.output
+    assert {(x.indicator, x.value) for x in rows(sqlite_url)} >= {("dn-khcn", 1350.0), ("chi-so-cds", 0.685),
+                                                                  ("phu-song-5g", 62.5)}
+
+
+def test_ambiguous_and_garbage_numbers_are_refused_with_a_reason(tmp_path: Path, sqlite_url: str) -> None:
+    r = kpi(sqlite_url, "record", "--indicator", "dn-khcn", "--value", "1,200", "--as-of", "31/12/2025")
+    assert r.exit_code == 1 and "không rõ nghĩa" in r.output and "1200" in r.output
+    f = tmp_path / "sai.csv"
+    f.write_text("indicator,value,as_of\n"
+                 "dn-khcn,\"1,200\",31/12/2025\n"
+                 "dn-khcn,12 chiếc,30/06/2026\n", encoding="utf-8")
+    r = kpi(sqlite_url, "import", str(f))
+    assert r.exit_code == 1
+    assert "dòng 2:" in r.output and "không rõ nghĩa" in r.output
+    assert "dòng 3:" in r.output and "không phải một số" in r.output
+    assert rows(sqlite_url) == []
+
+
+def test_value_dated_outside_supported_years_is_refused(tmp_path: Path, sqlite_url: str) -> None:
+    f = tmp_path / "nam.csv"
+    f.write_text("indicator,value,as_of\n"
+                 "dn-khcn,12,0001-01-01\n"
+                 "dn-khcn,12,31/12/9999\n", encoding="utf-8")
+    r = kpi(sqlite_url, "import", str(f))
+    assert r.exit_code == 1
+    assert "dòng 2:" in r.output and "dòng 3:" in r.output and "2000–2100" in r.output
     assert rows(sqlite_url) == []

@@ -158,3 +158,78 @@ def test_status_categories_and_on_time_rate(db_url: str, minipack) -> None:
     assert lines[("thang", "skhcn", "2026-04")].status == "in_progress"
     rates = on_time_rates(list(lines.values()))
     assert rates["skhcn"]["on_time"] == 1 and rates["skhcn"]["late"] == 1 and rates["skhcn"]["on_time_rate"] == 0.5
+
+
+def test_period_keys_outside_the_supported_years_or_of_another_form_are_explained(db_url: str, minipack) -> None:
+    """`--period 9999-01`, `0000-01` and `once` for a monthly report used to end in ValueError."""
+    now = at("2026-03-01T07:00")
+    with session(db_url) as s:
+        sync_instances(s, minipack, now)
+        for period in ("9999-01", "0000-01", "9999"):
+            with pytest.raises(InputError, match="ngoài phạm vi hỗ trợ.*2000–2100"):
+                record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period=period,
+                                                            submitted_on=date(2026, 2, 20)), now)
+        with pytest.raises(InputError) as exc:
+            record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="once",
+                                                        submitted_on=date(2026, 2, 20)), now)
+        assert "báo cáo tháng" in str(exc.value) and "2026-09" in str(exc.value) and "hoi-nghi" in str(exc.value)
+        with pytest.raises(InputError) as exc:
+            record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="2026-Q1",
+                                                        submitted_on=date(2026, 2, 20)), now)
+        assert "năm-tháng" in str(exc.value) and "báo cáo quý" in str(exc.value) and "quy-cuoi-thang" in str(exc.value)
+        with pytest.raises(InputError, match="chỉ số năm"):
+            record_submission(s, minipack, SubmissionIn(obligation="nam-skhcn", unit="skhcn", period="2025-12",
+                                                        submitted_on=date(2026, 2, 20)), now)
+
+
+def test_submission_before_its_period_or_in_year_one_is_refused(db_url: str, minipack) -> None:
+    now = at("2026-03-20T07:00")
+    with session(db_url) as s:
+        sync_instances(s, minipack, now)
+        with pytest.raises(InputError, match="trước khi kỳ Tháng 03/2026 bắt đầu"):
+            record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="2026-03",
+                                                        submitted_on=date(2026, 2, 27)), now)
+        with pytest.raises(InputError, match="năm 1 ngoài phạm vi"):
+            record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="2026-02",
+                                                        submitted_on=date(1, 1, 1)), now)
+        assert s.exec(select(SubmissionRow)).all() == []
+        row = record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="2026-03",
+                                                          submitted_on=date(2026, 3, 1)), now)
+        assert row.closed
+
+
+def test_every_seed_period_key_round_trips_and_the_monthly_report_takes_2026_09() -> None:
+    from engine.periods import BadPeriod, period_for_key, periods_between
+    from tests.conftest import RULES
+
+    pack = load_pack(RULES, CALENDAR)
+    for ob in pack.obligations.values():
+        for p in periods_between(ob, date(2026, 1, 1), date(2027, 12, 31)):
+            assert period_for_key(ob, p.key, pack.obligations.values()) == p, (ob.id, p.key)
+    monthly = pack.obligations["khhd57-thang"]
+    assert period_for_key(monthly, "2026-10").key == "2026-10"
+    # September has no monthly report (months: […]): say which report covers it.
+    with pytest.raises(BadPeriod) as exc:
+        period_for_key(monthly, "2026-09", pack.obligations.values())
+    assert "Tháng 09/2026 thuộc báo cáo quý" in str(exc.value) and "“2026-Q3” của “khhd57-quy”" in str(exc.value)
+    with pytest.raises(BadPeriod) as exc:
+        period_for_key(monthly, "2026-Q3", pack.obligations.values())
+    assert "báo cáo tháng" in str(exc.value) and "khhd57-quy" in str(exc.value)
+
+
+def test_a_plan_due_inside_its_own_period_may_be_signed_before_the_period(db_url: str) -> None:
+    """The yearly inspection plan for 2027 is due 31/01/2027: one signed on 15/12/2026 is accepted,
+    one dated a year and a half earlier is not."""
+    from tests.conftest import RULES
+
+    pack = load_pack(RULES, CALENDAR)
+    plan = SubmissionIn(obligation="khhd57-bcd-ke-hoach-kiem-tra", unit="bcd-tinh", period="2027",
+                        submitted_on=date(2026, 12, 15))
+    now = at("2027-01-10T09:00")
+    with session(db_url) as s:
+        with pytest.raises(InputError, match="trước khi kỳ Năm 2027 bắt đầu"):
+            record_submission(s, pack, SubmissionIn(obligation=plan.obligation, unit=plan.unit, period="2027",
+                                                    submitted_on=date(2025, 6, 1)), now)
+        row = record_submission(s, pack, SubmissionIn(obligation=plan.obligation, unit=plan.unit, period="2027",
+                                                      submitted_on=date(2026, 12, 15)), now)
+    assert row.closed and row.submitted_on == date(2026, 12, 15)

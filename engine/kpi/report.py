@@ -346,8 +346,25 @@ def write_xlsx(rows: list[ReportRow], path: Path, as_of: date, title: str) -> No
     s.freeze_panes = "B5"
     wb.move_sheet("Tổng hợp", offset=-1)
     wb.active = 0
+    neutralise_formulas(wb)
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(wb) -> None:
+    """Every text cell that a spreadsheet could take for a formula (it starts with = + - @, tab or
+    CR: CSV/formula injection through an indicator name, a source or a note) is stored as text with
+    Excel's quote prefix, so it is shown as written and stays text when someone edits the cell."""
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                v = cell.value
+                if isinstance(v, str) and v.startswith(FORMULA_START):
+                    cell.data_type = "s"
+                    cell.quotePrefix = True
 
 
 def _cell_value(v: float | None, unit: str) -> object:

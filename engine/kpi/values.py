@@ -1,16 +1,18 @@
 """Recording reported KPI values: one at a time or from CSV, with the same all-or-nothing rule as
-submissions (engine/submissions.py): every row is checked before any is written, and each bad row
-is named by its line with the reason.
+submissions (engine/submissions.py): every row is checked before any is written, each bad row is
+named by its line with the reason, and the write is one short transaction (see import_values).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from engine.clock import BadDate, parse_date
@@ -18,8 +20,10 @@ from engine.kpi.classify import Obs
 from engine.kpi.loader import KpiPack
 from engine.kpi.model import in_unit
 from engine.kpi.state import KpiValueRow
+from engine.limits import YEARS_VI, year_ok
 from engine.state import AuditRow
-from engine.submissions import ImportRejected, InputError, RowError, open_csv
+from engine.submissions import ImportRejected, InputError, RowError, chunks, csv_rows, open_csv, write_transaction
+from engine.vi import parse_num
 
 _BOOL = {"có": 1.0, "co": 1.0, "đạt": 1.0, "dat": 1.0, "rồi": 1.0, "yes": 1.0, "true": 1.0,
          "không": 0.0, "khong": 0.0, "chưa": 0.0, "chua": 0.0, "no": 0.0, "false": 0.0}
@@ -34,22 +38,18 @@ class KpiValueIn(BaseModel):
 
 
 def parse_value(text: str, unit: str) -> float:
-    """A number as people type it: 12.5, 12,5, 60%, or có/không for yes/no indicators.
-
-    Thousands separators are refused (1.200 would silently become 1,2)."""
+    """A number as people type it (engine.vi.parse_num: 1.200 is one thousand two hundred, 12,5 is
+    twelve and a half, 62 %), or có/không for yes/no indicators. Ambiguous forms are refused."""
     raw = text.strip()
     if unit == "boolean" and raw.lower() in _BOOL:
         return _BOOL[raw.lower()]
-    s = raw.replace(" ", "").replace("\u00a0", "")
-    if s.endswith("%"):
-        if unit not in ("percent", "percent_grdp"):
-            raise InputError(f"“{raw}”: chỉ tiêu này không tính bằng %")
-        s = s[:-1]
-    if re.fullmatch(r"[-+]?\d+,\d+", s):
-        s = s.replace(",", ".")
-    if not re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", s):
-        raise InputError(f"“{raw}” không phải một số (viết 12.5 hoặc 12,5; không dùng dấu phân cách hàng nghìn)")
-    return float(s)
+    try:
+        return parse_num(raw, percent=unit in ("percent", "percent_grdp"))
+    except ValueError as exc:
+        msg = str(exc)
+        if "không tính bằng %" in msg:
+            msg = f"“{raw}”: chỉ tiêu này không tính bằng %"
+        raise InputError(msg) from None
 
 
 def check_value(kpi: KpiPack, item: KpiValueIn, today: date) -> None:
@@ -61,10 +61,10 @@ def check_value(kpi: KpiPack, item: KpiValueIn, today: date) -> None:
     why = in_unit(ind.unit, item.value)
     if why:
         raise InputError(f"giá trị của “{ind.id}” không hợp lệ: {why}")
+    if not year_ok(item.as_of.year):
+        raise InputError(f"ngày số liệu {item.as_of:%d/%m/%Y}: năm {item.as_of.year} ngoài phạm vi hỗ trợ ({YEARS_VI})")
     if item.as_of > today:
         raise InputError(f"ngày số liệu {item.as_of:%d/%m/%Y} ở tương lai (hôm nay {today:%d/%m/%Y})")
-    if item.as_of.year < 2000:
-        raise InputError(f"ngày số liệu {item.as_of:%d/%m/%Y} không hợp lý")
 
 
 def _record(session: Session, item: KpiValueIn, now: datetime, actor: str) -> KpiValueRow:
@@ -110,10 +110,7 @@ def parse_values_csv(path: Path, kpi: KpiPack, today: date) -> list[tuple[int, K
     errors: list[RowError] = []
     rows: list[tuple[int, KpiValueIn]] = []
     seen: dict[tuple[str, date], int] = {}
-    for values in reader:
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
+    for line, values in csv_rows(reader, errors):
 
         def get(name: str) -> str:
             i = cols.get(name)
@@ -137,21 +134,83 @@ def parse_values_csv(path: Path, kpi: KpiPack, today: date) -> list[tuple[int, K
         except (InputError, BadDate) as exc:
             errors.append(RowError(line, str(exc)))
     if errors:
-        raise ImportRejected(str(path), errors)
+        raise ImportRejected(str(path), sorted(errors, key=lambda e: e.line))
     return rows
 
 
+STAGE_BATCH = 5000
+
+
 def import_values(session: Session, kpi: KpiPack, path: Path, now: datetime, actor: str = "import") -> int:
-    """All rows or none: one transaction, committed only when every row is valid."""
+    """All rows or none, holding the write lock only for one short final transaction (a 100k-row file
+    must not stop the daemon): rows are validated with no transaction at all, the corrections they
+    make are read, rows are staged in a TEMPORARY table (no lock on the shared database), then one
+    transaction retires the values they correct and inserts them and their audit rows with
+    INSERT … SELECT. If someone recorded a value for one of the same (indicator, date) in between,
+    the import starts over so each correction points at the value it really replaces."""
     rows = parse_values_csv(path, kpi, now.date())
-    try:
-        for _, item in rows:
-            _record(session, item, now, actor)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    return len(rows)
+    for _attempt in range(3):
+        if _write_values(session, rows, now, actor):
+            return len(rows)
+    raise InputError("cơ sở dữ liệu đang được ghi liên tục vào chính các chỉ tiêu này; hãy nhập lại sau ít phút")
+
+
+def _write_values(session: Session, rows: list[tuple[int, KpiValueIn]], now: datetime, actor: str) -> bool:
+    V, A = KpiValueRow.__table__, AuditRow.__table__
+    snapshot = session.scalar(sa.select(func.coalesce(func.max(V.c.id), 0)))
+    previous: dict[tuple[str, date], list[tuple[int, float, datetime, str]]] = {}
+    for ind_chunk in chunks(sorted({item.indicator for _, item in rows}), 500):
+        q = (sa.select(V.c.id, V.c.indicator, V.c.as_of, V.c.value, V.c.recorded_at, V.c.recorded_by)
+             .where(V.c.indicator.in_(ind_chunk), V.c.active == sa.true()).order_by(V.c.id))
+        for vid, ind, as_of, value, rec_at, rec_by in session.execute(q):
+            previous.setdefault((ind, as_of), []).append((vid, value, rec_at, rec_by))
+    session.rollback()   # end the read transaction: nothing was written
+    staged = []
+    for line, item in rows:
+        prev = previous.get((item.indicator, item.as_of), [])
+        detail: dict[str, object] = {"value": item.value, "as_of": item.as_of.isoformat(), "source": item.source}
+        if prev:
+            detail["replaces"] = [{"id": vid, "value": v, "recorded_at": at.isoformat(), "recorded_by": by}
+                                  for vid, v, at, by in prev]
+        staged.append({"line": line, "indicator": item.indicator, "value": item.value, "as_of": item.as_of,
+                       "source": item.source, "note": item.note, "replaces_id": prev[-1][0] if prev else None,
+                       "action": "kpi_correct" if prev else "kpi_record",
+                       "entity_id": f"{item.indicator}|{item.as_of.isoformat()}",
+                       "detail": json.dumps(detail, ensure_ascii=False)})
+    name = f"dd_import_kpi_{uuid.uuid4().hex[:12]}"
+    stage = sa.Table(
+        name, sa.MetaData(),
+        sa.Column("line", sa.Integer, primary_key=True), sa.Column("indicator", sa.String(80)),
+        sa.Column("value", V.c.value.type), sa.Column("as_of", V.c.as_of.type), sa.Column("source", sa.Text),
+        sa.Column("note", sa.Text), sa.Column("replaces_id", sa.Integer), sa.Column("action", sa.String(40)),
+        sa.Column("entity_id", sa.String(200)), sa.Column("detail", sa.Text),
+        sa.Index(f"{name}_key", "indicator", "as_of"), prefixes=["TEMPORARY"])
+    with session.get_bind().connect() as conn:
+        try:
+            with conn.begin():
+                stage.create(conn)
+            for chunk in chunks(staged, STAGE_BATCH):
+                with conn.begin():
+                    conn.execute(stage.insert(), chunk)
+            with write_transaction(conn):
+                same_key = sa.exists().where(stage.c.indicator == V.c.indicator, stage.c.as_of == V.c.as_of)
+                if conn.execute(sa.select(V.c.id).where(V.c.id > snapshot, same_key).limit(1)).first() is not None:
+                    return False   # recorded meanwhile: start over (caller loops)
+                conn.execute(V.update().where(V.c.active == sa.true(), same_key).values(active=sa.false()))
+                conn.execute(V.insert().from_select(
+                    ["indicator", "value", "as_of", "source", "note", "active", "replaces_id", "recorded_at", "recorded_by"],
+                    sa.select(stage.c.indicator, stage.c.value, stage.c.as_of, stage.c.source, stage.c.note, sa.true(),
+                              stage.c.replaces_id, sa.literal(now, V.c.recorded_at.type),
+                              sa.literal(actor, V.c.recorded_by.type)).order_by(stage.c.line)))
+                conn.execute(A.insert().from_select(
+                    ["at", "actor", "action", "entity", "entity_id", "detail"],
+                    sa.select(sa.literal(now, A.c.at.type), sa.literal(actor, A.c.actor.type), stage.c.action,
+                              sa.literal("kpi_value", A.c.entity.type), stage.c.entity_id, stage.c.detail)
+                    .order_by(stage.c.line)))
+            return True
+        finally:
+            with conn.begin():
+                stage.drop(conn, checkfirst=True)
 
 
 def load_values(session: Session, indicators: list[str] | None = None) -> dict[str, list[Obs]]:
