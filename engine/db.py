@@ -98,37 +98,16 @@ MIGRATION_LOCK_KEY = 0x646F6E6D6967  # "donmig"
 
 
 def migrate(url: str) -> None:
-    """Upgrade to head; serialised, so two processes starting on a fresh database don't race."""
-    from sqlalchemy import text
+    """Upgrade to head; serialised (engine/dblock.py), so two processes starting on a fresh database don't race."""
+    from engine.dblock import database_lock
 
-    u = make_url(url)
     path = sqlite_path(url)
     if path is not None:
-        import fcntl
-
         secure_sqlite_files(path, create=True)
-        lock_path = path.with_name(path.name + ".migrate-lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            command.upgrade(alembic_config(url), "head")
-        finally:
-            os.close(fd)
+    with database_lock(url, suffix=".migrate-lock", key=MIGRATION_LOCK_KEY, wait=True):
+        command.upgrade(alembic_config(url), "head")
+    if path is not None:
         secure_sqlite_files(path)                 # -wal/-shm made by the migration
-        return
-    if u.get_backend_name() == "postgresql":
-        eng = create_engine(url)
-        try:
-            with eng.connect() as c:
-                c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-                try:
-                    command.upgrade(alembic_config(url), "head")
-                finally:
-                    c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        finally:
-            eng.dispose()
-        return
-    command.upgrade(alembic_config(url), "head")
 
 
 @lru_cache(maxsize=16)
