@@ -7,7 +7,6 @@ swaps for civil servants come from data files in calendar/ (days off, make-up wo
 from __future__ import annotations
 
 from datetime import date, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -145,12 +144,3 @@ class WorkingCalendar:
             if self.is_working_day(day):
                 count += 1
         return sign * count
-
-
-@lru_cache(maxsize=8)
-def _cached_calendar(directory: str | None) -> WorkingCalendar:
-    return WorkingCalendar(load_overrides(Path(directory) if directory else None))
-
-
-def get_calendar(directory: Path | None) -> WorkingCalendar:
-    return _cached_calendar(str(directory) if directory else None)
