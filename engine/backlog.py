@@ -126,7 +126,7 @@ def write_backlog_xlsx(b: Backlog, path: Path, title: str) -> None:
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
 
-    from engine.kpi.report import neutralise_formulas
+    from engine.xlsx_safe import neutralise_formulas
 
     bold = Font(bold=True, color="FFFFFF")
     head_fill = PatternFill("solid", fgColor="1F4E78")

@@ -9,16 +9,25 @@ one union are merged into the one a secretary can act on.
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Any, Iterable
+import types
+from typing import Annotated, Any, Iterable, Literal, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 def _show(value: Any, limit: int = 60) -> str:
     text = str(value)
     text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _choices(expected: Any) -> str:
+    """pydantic's "'forward', 'backward' or 'keep'" as "forward, backward, keep" (no English "or")."""
+    text = str(expected or "")
+    found = re.findall(r"'([^']*)'", text)
+    return ", ".join(found) if found else text.replace(" or ", ", ")
 
 
 def _bound(ctx: dict[str, Any]) -> Any:
@@ -64,7 +73,8 @@ MESSAGES: dict[str, Any] = {
                                              "số và dấu gạch ngang"),
     "list_type": _LIST, "tuple_type": _LIST, "set_type": _LIST, "frozen_set_type": _LIST,
     "iterable_type": _LIST, "deque_type": _LIST,
-    "too_short": lambda i, c: ("danh sách không được để trống" if c.get("min_length", 1) <= 1
+    "too_short": lambda i, c: ("không được để trống" if isinstance(i, str)   # a folded one-line name
+                               else "danh sách không được để trống" if c.get("min_length", 1) <= 1
                                else f"danh sách cần ít nhất {c.get('min_length')} phần tử"),
     "too_long": lambda i, c: f"danh sách có {c.get('actual_length')} phần tử, tối đa {c.get('max_length')}",
     "dict_type": _MAPPING, "model_type": _MAPPING, "model_attributes_type": _MAPPING,
@@ -74,8 +84,8 @@ MESSAGES: dict[str, Any] = {
     "bool_type": "cần true hoặc false",
     "bool_parsing": lambda i, c: f"“{_show(i)}”: cần true hoặc false",
     "none_required": "không được có giá trị ở đây",
-    "literal_error": lambda i, c: f"giá trị “{_show(i)}” không hợp lệ; chọn một trong: {c.get('expected', '')}",
-    "enum": lambda i, c: f"giá trị “{_show(i)}” không hợp lệ; chọn một trong: {c.get('expected', '')}",
+    "literal_error": lambda i, c: f"giá trị “{_show(i)}” không hợp lệ; chọn một trong: {_choices(c.get('expected'))}",
+    "enum": lambda i, c: f"giá trị “{_show(i)}” không hợp lệ; chọn một trong: {_choices(c.get('expected'))}",
     "union_tag_invalid": lambda i, c: f"loại “{_show(c.get('tag'))}” không có; chọn một trong: {c.get('expected_tags')}",
     "union_tag_not_found": lambda i, c: f"thiếu trường “{str(c.get('discriminator', '')).strip(chr(39))}”",
     "greater_than_equal": lambda i, c: f"giá trị {_show(i)} phải ≥ {_bound(c)}",
@@ -105,9 +115,19 @@ _UNION_TAGS = {"day_of_last_month", "before_date", "on_date", "working_days_afte
                "working_days_after_obligation", "fixed"}
 
 
-def message(err: dict[str, Any]) -> str:
-    """The Vietnamese text of one pydantic error (from ValidationError.errors())."""
+def message(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """The Vietnamese text of one pydantic error (from ValidationError.errors()). With the model
+    that was validated, a missing field that is a choice lists its allowed values."""
     kind = err.get("type", "")
+    if kind == "missing" and model is not None:
+        allowed = allowed_values(model, tuple(err.get("loc", ())))
+        if allowed:
+            return f"thiếu trường bắt buộc; chọn một trong: {', '.join(allowed)}"
+    if kind == "union_tag_not_found" and model is not None:
+        name = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+        tags = union_tags(model, tuple(err.get("loc", ())), name)
+        if tags:
+            return f"thiếu trường “{name}”; chọn một trong: {', '.join(tags)}"
     text = MESSAGES.get(kind)
     ctx = err.get("ctx") or {}
     if callable(text):
@@ -159,6 +179,7 @@ def translate_errors(exc: ValidationError, data: Any = None) -> list[tuple[tuple
     reduced to what the secretary can act on: a real problem inside a branch that fits the value
     written (`cutoff: {day: 40}` → “phải ≤ 28”, not also “chọn 'none'”), else one message."""
     walk = data is not None
+    model = _model_named(exc.title)
     rows = []
     for err in exc.errors():
         # A discriminated union's tag (`due.day_of_last_month.roll`) picks one branch: not an alternative.
@@ -172,12 +193,12 @@ def translate_errors(exc: ValidationError, data: Any = None) -> list[tuple[tuple
     keep: dict[int, tuple[tuple[Any, ...], str]] = {}
     for n, (loc, root, err) in enumerate(rows):
         if root is None:
-            keep[n] = (loc, message(err))
+            keep[n] = (loc, message(err, model))
     for root, members in unions.items():
         real = [n for n in members if rows[n][2]["type"] not in _MISMATCH]
         if real:
             for n in real:
-                keep[n] = (rows[n][0], message(rows[n][2]))
+                keep[n] = (rows[n][0], message(rows[n][2], model))
             continue
         errs = [rows[n][2] for n in members]
         literal = [e for e in errs if e["type"] == "literal_error"]
@@ -220,3 +241,109 @@ def _merge(msgs: list[str]) -> str:
         if m not in uniq:
             uniq.append(m)
     return uniq[0] if len(uniq) == 1 else "giá trị không hợp lệ: " + "; hoặc ".join(uniq)
+
+
+# ─── the allowed values of a choice (Literal or Enum), found from the model and the error's path ──
+def _model_named(title: str) -> type[BaseModel] | None:
+    """The model a ValidationError is about (its title is the class name), among loaded models."""
+    stack, seen = [BaseModel], set()
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub in seen:
+                continue
+            seen.add(sub)
+            if sub.__name__ == title and "pydantic" not in sub.__module__:
+                return sub
+            stack.append(sub)
+    return None
+
+
+def _members(ann: Any) -> list[Any]:
+    """The alternatives of an annotation, Annotated and unions unwrapped."""
+    origin = get_origin(ann)
+    if origin is Annotated:
+        return _members(get_args(ann)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in get_args(ann) for m in _members(a)]
+    return [ann]
+
+
+def _field(model: type[BaseModel], name: Any) -> Any:
+    for fname, f in model.model_fields.items():
+        if name in (fname, f.alias):
+            return f.annotation
+    return None
+
+
+def _tags(model: type[BaseModel]) -> set[Any]:
+    """Values of the one-value Literal fields of a model: the tags pydantic puts in a union's path."""
+    out: set[Any] = set()
+    for f in model.model_fields.values():
+        args = get_args(f.annotation) if get_origin(f.annotation) is Literal else ()
+        if len(args) == 1:
+            out.add(args[0])
+    return out
+
+
+def _resolve(ann: Any, loc: tuple[Any, ...]) -> Any:
+    if not loc:
+        return ann
+    part, rest = loc[0], loc[1:]
+    members = [m for m in _members(ann) if m is not type(None)]
+    for m in members:
+        origin, args = get_origin(m), get_args(m)
+        if isinstance(part, int) and origin in (list, tuple, set, frozenset) and args:
+            return _resolve(args[0], rest)
+        if origin is dict and len(args) == 2 and not (isinstance(part, str) and _models(members)):
+            return _resolve(args[1], rest)
+    models = _models(members)
+    if isinstance(part, str):
+        for m in models:
+            a = _field(m, part)
+            if a is not None:
+                return _resolve(a, rest)
+        for m in models:                      # a union branch label: the class name or its tag
+            if part == m.__name__ or part in _tags(m):
+                return _resolve(m, rest)
+    return None
+
+
+def _models(members: list[Any]) -> list[type[BaseModel]]:
+    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def allowed_values(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """["forward", "backward", "keep"] for the path of a Literal (or Enum) field; None when the
+    field is not a closed choice (a number, a text, a mapping …) or the path cannot be followed."""
+    try:
+        ann = _resolve(model, loc)
+    except Exception:  # noqa: BLE001 - an annotation we did not foresee: no list, the plain message
+        return None
+    if ann is None:
+        return None
+    values: list[str] = []
+    for m in _members(ann):
+        if m is type(None):
+            continue
+        if get_origin(m) is Literal:
+            values += [str(v) for v in get_args(m)]
+        elif isinstance(m, type) and issubclass(m, enum.Enum):
+            values += [str(v.value) for v in m]
+        else:
+            return None
+    return values or None
+
+
+def union_tags(model: type[BaseModel], loc: tuple[Any, ...], discriminator: str) -> list[str] | None:
+    """The values a discriminated union's tag field takes (`rule:` of a due rule)."""
+    try:
+        ann = _resolve(model, loc)
+    except Exception:  # noqa: BLE001 - as in allowed_values
+        return None
+    out: list[str] = []
+    for m in _models([x for x in _members(ann)] if ann is not None else []):
+        a = _field(m, discriminator)
+        if a is not None and get_origin(a) is Literal:
+            out += [str(v) for v in get_args(a) if str(v) not in out]
+    return out or None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -273,3 +274,44 @@ def test_tolerance_override(setup) -> None:
     vals = {"ty-le": [Obs(27.5, date(2025, 12, 31))]}
     res = {r.target.id: r for r in evaluate(kpi, pack, vals, date(2026, 6, 30), tolerance=0.3, sched=sched)}
     assert res["ty-le-2026"].status == "on_track"     # 27,5 ≥ 30 − 0,3 × 20
+
+
+@pytest.mark.parametrize("brk", ["\\n", "\\r\\n", "\\v", "\\f", "\\N", "\\L", "\\P"])   # YAML escapes: NEL, U+2028, U+2029
+def test_line_breaks_in_an_indicator_name_fold_to_one_space(tmp_path: Path, brk: str) -> None:
+    """A name pasted from a Word document with a line break still loads, and reads on one line in
+    tables, mail subjects and charts (before: the file was refused)."""
+    from engine.rules_loader import load_pack
+    from tests.conftest import CALENDAR, MINIPACK
+
+    text = KPI.replace('name: "Tỷ lệ thử"', f'name: "  Tỷ lệ{brk}{brk}thử {brk}"', 1)
+    assert text != KPI
+    (tmp_path / "kpi.yaml").write_text(text, encoding="utf-8")
+    kpi = load_kpi(tmp_path, load_pack(MINIPACK, CALENDAR))
+    assert kpi.indicators["ty-le"].name == "Tỷ lệ thử"
+
+
+def test_kind_label_never_calls_a_rate_cumulative(setup) -> None:
+    from engine.kpi.charts import axis_label
+    from engine.kpi.model import kind_label
+
+    kpi = setup[0]
+    assert kind_label(kpi.indicators["ty-le"]) == "Giá trị tại thời điểm"              # percent stock
+    assert kind_label(kpi.indicators["chi-so"]) == "Giá trị tại thời điểm"             # index stock
+    assert kind_label(kpi.indicators["so-nhiem-vu"]).startswith("Mỗi năm")             # count flow
+    assert "tích lũy" not in axis_label(kpi.indicators["so-nhiem-vu"]).lower()
+    count_stock = SimpleNamespace(unit="count", kind="stock")                            # e.g. researchers
+    assert kind_label(count_stock).startswith("Tích lũy") and "(tích lũy)" in axis_label(count_stock)
+    for ind in [*kpi.indicators.values(), count_stock]:   # the report's "Loại" and the chart's axis: one rule
+        assert ("tích lũy" in kind_label(ind).lower()) == ("tích lũy" in axis_label(ind).lower())
+
+
+def test_a_name_of_only_line_breaks_is_refused_in_vietnamese(tmp_path: Path) -> None:
+    from engine.errors import RulePackInvalid
+    from engine.rules_loader import load_pack
+    from tests.conftest import CALENDAR, MINIPACK
+
+    (tmp_path / "kpi.yaml").write_text(KPI.replace('name: "Tỷ lệ thử"', 'name: " \\n\\L "', 1), encoding="utf-8")
+    with pytest.raises(RulePackInvalid) as exc:
+        load_kpi(tmp_path, load_pack(MINIPACK, CALENDAR))
+    (e,) = exc.value.errors
+    assert e.field == "indicators[0].name" and e.line == 7 and e.message == "không được để trống", str(e)

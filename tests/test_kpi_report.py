@@ -188,3 +188,84 @@ def test_xlsx_cells_that_look_like_formulas_stay_text(seeded, tmp_path: Path) ->
     neutralise_formulas(wb)
     a, b, c = wb.active[1]
     assert (a.data_type, a.quotePrefix, b.quotePrefix, c.data_type) == ("s", True, False, "n")
+
+
+# --- the value that decided the status, and what kind of number it is -------------------------------
+
+@pytest.fixture(scope="module")
+def entered_in_order(tmp_path_factory):
+    """5G: 55,5 % for 14/12/2025 entered on 15/12/2025, then 62 % for 14/11/2026 entered a year later.
+    As of 20/12/2026 the 2025 milestone (≥ 60 %) is decided by 55,5 %: not the newest value, not the
+    last one entered."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'order.db'}"
+    pack = load_pack(RULES, CALENDAR)
+    kpi = load_kpi_for_pack(pack)
+    with session(url) as s:
+        record_value(s, kpi, KpiValueIn(indicator="phu-song-5g", value=55.5, as_of=date(2025, 12, 14)),
+                     datetime(2025, 12, 15, 9, 0, tzinfo=TZ))
+        record_value(s, kpi, KpiValueIn(indicator="phu-song-5g", value=62, as_of=date(2026, 11, 14)),
+                     datetime(2026, 12, 15, 9, 0, tzinfo=TZ))
+    return url
+
+
+def _report(url: str, *extra: str):
+    return runner.invoke(app, ["kpi", "report", "--as-of", "20/12/2026", *extra, "--rules", str(RULES),
+                               "--calendar", str(CALENDAR), "--db", url], env={"COLUMNS": "250"})
+
+
+def test_report_shows_the_value_that_decided_the_status(entered_in_order) -> None:
+    """A secretary reading "Không đạt" for the 2025 milestone must see the 2025 figure that missed it,
+    with its date, not this year's 62 % (which would look like it met ≥ 60 %)."""
+    r = _report(entered_in_order, "--group", "ha-tang")
+    assert r.exit_code == 0, r.output
+    line_2025 = next(ln for ln in r.output.splitlines() if "≥ 60 %" in ln)
+    assert "55,5 % (14/12/2025)" in line_2025 and "Không đạt" in line_2025 and "62" not in line_2025
+    line_2030 = next(ln for ln in r.output.splitlines() if "≥ 100 %" in ln)
+    assert "62 % (14/11/2026)" in line_2030 and "Chậm tiến độ" in line_2030
+    assert "Số liệu quyết định" in r.output
+
+    r = _report(entered_in_order, "--json")
+    rows = {i["target"]: i for i in json.loads(r.output)["items"]}
+    m = rows["phu-song-5g-2025"]
+    assert (m["status"], m["judged_value"], m["judged_as_of"], m["judged_value_text"]) == \
+        ("missed", 55.5, "2025-12-14", "55,5 %")
+    assert (m["latest_value"], m["latest_as_of"]) == (62, "2026-11-14")        # the newest stays available
+    assert (rows["phu-song-5g-2030"]["judged_value"], rows["phu-song-5g-2030"]["judged_as_of"]) == (62, "2026-11-14")
+    assert rows["phu-song-6g-2035"]["status"] == "no_data" and rows["phu-song-6g-2035"]["judged_value"] is None
+
+
+def test_xlsx_value_column_is_the_deciding_value(entered_in_order, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    xlsx = tmp_path / "r.xlsx"
+    assert _report(entered_in_order, "--xlsx", str(xlsx)).exit_code == 0
+    ws = load_workbook(xlsx)["Chỉ tiêu"]
+    header = [c.value for c in ws[1]]
+    v_col, d_col = header.index("Số liệu quyết định tình trạng") + 1, header.index("Ngày số liệu") + 1
+    assert d_col == v_col + 1
+    row = next(i for i in range(2, ws.max_row + 1) if ws.cell(row=i, column=2).value == "phu-song-5g"
+               and ws.cell(row=i, column=4).value.year == 2025)
+    assert ws.cell(row=row, column=v_col).value == 55.5
+    assert ws.cell(row=row, column=d_col).value.date() == date(2025, 12, 14)
+    assert ws.cell(row=row, column=d_col).number_format == "DD/MM/YYYY"
+
+
+def test_xlsx_kind_column_says_tich_luy_only_for_count_stocks(seeded, tmp_path: Path) -> None:
+    """"Tích lũy" on a percentage tells the reader to add the figures up: wrong. Only a count that is
+    a stock (e.g. researchers in the province) is a running total."""
+    from openpyxl import load_workbook
+
+    url, _, kpi = seeded
+    xlsx = tmp_path / "k.xlsx"
+    assert _report(url, "--xlsx", str(xlsx)).exit_code == 0
+    ws = load_workbook(xlsx)["Chỉ tiêu"]
+    header = [c.value for c in ws[1]]
+    kind_col = header.index("Loại") + 1
+    kinds = {ws.cell(row=i, column=2).value: ws.cell(row=i, column=kind_col).value for i in range(2, ws.max_row + 1)}
+    assert kpi.indicators["phu-song-5g"].unit == "percent"
+    assert kinds["phu-song-5g"] == "Giá trị tại thời điểm"
+    assert kinds["can-bo-nghien-cuu"].startswith("Tích lũy")
+    for iid, label in kinds.items():
+        ind = kpi.indicators[iid]
+        assert ("tích lũy" in label.lower()) == (ind.kind == "stock" and ind.unit == "count"), (iid, label)
+        assert ("Mỗi năm" in label) == (ind.kind == "flow"), (iid, label)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from engine.kpi.classify import STATUS_ORDER, STATUS_VI, IndicatorPath, Obs, TargetResult
 from engine.kpi.loader import KpiPack, KTarget
-from engine.kpi.model import Indicator
+from engine.kpi.model import Indicator, is_cumulative
 from engine.vi import fmt_num
 
 if TYPE_CHECKING:  # matplotlib is imported only when a chart is drawn (the CLI starts faster)
@@ -43,8 +43,8 @@ STATUS_COLOURS = {"met": "#2e7d32", "on_track": "#1565c0", "behind": "#ef8f00", 
 _TEXT_COLOURS = {"no_data": "#5f5f5f", "not_due": "#6f6f6f"}
 DPI = 100
 
-# y-axis label: the unit, and for yearly flows "trong năm". "tích lũy" only for counts that are
-# stocks (a total up to a date); a rate or a percentage is never cumulative.
+# y-axis label: the unit, and for yearly flows "trong năm". "tích lũy" only where
+# engine.kpi.model.is_cumulative says so (counts that are stocks); a rate is never cumulative.
 _UNIT_AXIS = {"percent": ("Tỷ lệ", "%"), "percent_grdp": ("Tỷ lệ so với GRDP", "% GRDP"),
               "count": ("Số lượng", ""), "per_10000_people": ("Số trên 1 vạn dân", ""),
               "per_1000_people": ("Số trên 1.000 dân", ""), "index": ("Chỉ số", "0–1"),
@@ -62,10 +62,10 @@ _TITLE_PT, _LABEL_PT, _TICK_PT = 8.5, 7.5, 7.5
 def axis_label(ind: Indicator) -> str:
     """The y-axis label of an indicator: its unit in Vietnamese, and what the number counts."""
     name, unit = _UNIT_AXIS[ind.unit]
-    if ind.unit == "count":
-        name = "Số lượng trong năm" if ind.kind == "flow" else "Số lượng (tích lũy)"
-    elif ind.kind == "flow":
+    if ind.kind == "flow":
         name += " trong năm"
+    elif is_cumulative(ind):                          # the same rule as the report's "Loại" column
+        name += " (tích lũy)"
     return f"{name} ({unit})" if unit else name
 
 

@@ -45,8 +45,10 @@ class Obs:
 class TargetResult:
     target: KTarget
     status: str
-    latest: Obs | None          # newest value up to the date (what a reader wants to see)
-    judged: Obs | None          # the value the status rests on
+    latest: Obs | None          # newest value up to the date
+    # The value the status rests on: the charts ring it and `kpi report` shows it (with its date).
+    # None when no value decided (Thiếu số liệu, Chưa đến kỳ đánh giá).
+    judged: Obs | None
     expected: float | None      # where the plan's path puts the indicator at `expected_at`
     expected_at: date | None
     period: str | None          # the period (key) or year the status concerns

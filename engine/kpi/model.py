@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.rules_model import OneLine
+from engine.vi import fmt_num
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=80)]
 UnitName = Literal["percent", "percent_grdp", "count", "per_10000_people", "per_1000_people", "index",
@@ -40,7 +43,28 @@ UNITS: dict[str, UnitSpec] = {
     "rank": UnitSpec("", "thứ hạng (số nguyên dương, 1 là cao nhất)", 1, None, integer=True),
     "boolean": UnitSpec("", "có/không (1 = đã có/đã hoàn thành, 0 = chưa)", 0, 1, integer=True),
 }
-KIND_VI = {"stock": "Tích lũy (giá trị tại thời điểm)", "flow": "Mỗi năm"}
+
+
+class _HasKind(Protocol):
+    """An indicator, or a report row of one."""
+    @property
+    def unit(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+
+
+def is_cumulative(ind: _HasKind) -> bool:
+    """"Tích lũy" (a running total up to a date) is true only of a count that is a stock: a rate, a
+    percentage, an index, a rank or a yes/no is a level at a date, and a flow is a yearly amount.
+    The one rule behind the xlsx "Loại" column and the chart's y-axis label."""
+    return ind.kind == "stock" and ind.unit == "count"
+
+
+def kind_label(ind: _HasKind) -> str:
+    """What the number of an indicator (or a report row) is, for the "Loại" column."""
+    if ind.kind == "flow":
+        return "Mỗi năm (số trong năm)"
+    return "Tích lũy (tổng đến thời điểm)" if is_cumulative(ind) else "Giá trị tại thời điểm"
 
 
 class _Strict(BaseModel):
@@ -116,7 +140,7 @@ class Target(_Strict):
 
 class Indicator(_Strict):
     id: Id
-    name: str = Field(min_length=1)
+    name: OneLine                    # line breaks (CR/LF, \v, \f, NEL, U+2028/9) fold to one space
     group: Id
     unit: UnitName
     kind: Kind
@@ -129,13 +153,6 @@ class Indicator(_Strict):
     notes: str | None = None
     assumptions: list[str] = []
     targets: list[Target] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _one_line(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\x00"):
-            raise ValueError("tên chỉ tiêu phải nằm trên một dòng")
-        return v.strip()
 
 
 class NotTracked(_Strict):
@@ -195,13 +212,3 @@ def unit_problems(ind: Indicator) -> list[tuple[tuple, str]]:
 
 def _num(v: float) -> str:
     return fmt_num(v)
-
-
-def fmt_num(v: float | None, decimals: int = 2) -> str:
-    """Vietnamese number format: 1.200; 0,75; 12,5."""
-    if v is None:
-        return "–"
-    if float(v).is_integer():
-        return f"{int(v):,}".replace(",", ".")
-    text = f"{v:,.{decimals}f}".rstrip("0").rstrip(".")
-    return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")

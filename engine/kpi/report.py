@@ -14,9 +14,10 @@ from sqlmodel import Session
 
 from engine.kpi.classify import SLIPPING, STATUS_ORDER, STATUS_VI, Obs, Schedule, TargetResult, evaluate, val_text
 from engine.kpi.loader import KpiPack, load_kpi_for_pack
-from engine.kpi.model import KIND_VI, UNITS
+from engine.kpi.model import UNITS, kind_label
 from engine.kpi.values import load_values
 from engine.rules_loader import RulePack
+from engine.xlsx_safe import FORMULA_START, neutralise_formulas  # noqa: F401  (re-exported: older imports)
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ class ReportRow:
     unit: str
     kind: str
     status: str
-    latest_value: float | None
+    latest_value: float | None       # the newest value up to the date (the digest's "số liệu mới nhất")
     latest_as_of: date | None
+    judged_value: float | None       # the value that decided the status (TargetResult.judged): what the
+    judged_as_of: date | None        # report shows and the chart rings; None for Thiếu số liệu / Chưa đến kỳ
     expected: float | None
     expected_at: date | None
     period: str | None
@@ -56,6 +59,8 @@ class ReportRow:
                 "requirement": self.requirement, "unit": self.unit, "kind": self.kind, "status": self.status,
                 "status_vi": self.status_vi, "latest_value": self.latest_value,
                 "latest_as_of": self.latest_as_of.isoformat() if self.latest_as_of else None,
+                "judged_value": self.judged_value, "judged_value_text": val_text(self.judged_value, self.unit),
+                "judged_as_of": self.judged_as_of.isoformat() if self.judged_as_of else None,
                 "expected": None if self.expected is None else round(self.expected, 4),
                 "expected_at": self.expected_at.isoformat() if self.expected_at else None, "period": self.period,
                 "responsible": self.responsible, "responsible_name": self.responsible_name,
@@ -127,6 +132,7 @@ def rows_for(kpi: KpiPack, pack: RulePack, results: list[TargetResult], as_of: d
             indicator_name=ind.name, target=t.id, milestone=t.milestone, requirement=t.requirement(ind.unit),
             unit=ind.unit, kind=ind.kind, status=r.status,
             latest_value=r.latest.value if r.latest else None, latest_as_of=r.latest.as_of if r.latest else None,
+            judged_value=r.judged.value if r.judged else None, judged_as_of=r.judged.as_of if r.judged else None,
             expected=r.expected, expected_at=r.expected_at, period=r.period, responsible=resp,
             responsible_name=pack.units[resp].name if resp in pack.units else resp,
             responsible_assumed=ind.responsible_assumption is not None, source_obligation=ind.source,
@@ -277,8 +283,8 @@ def summary_of(rows: list[ReportRow], as_of: date) -> KpiSummary:
 
 _FILL = {"met": "C6EFCE", "on_track": "DDEBF7", "behind": "FFEB9C", "missed": "FFC7CE", "no_data": "E7E6E6",
          "not_due": "FFFFFF"}
-_HEADERS = [("Nhóm", 28), ("Mã chỉ tiêu", 24), ("Chỉ tiêu", 48), ("Mốc", 12), ("Yêu cầu", 18), ("Loại", 14),
-            ("Giá trị mới nhất", 16), ("Ngày số liệu", 13), ("Giá trị theo lộ trình", 18), ("Tình trạng", 18),
+_HEADERS = [("Nhóm", 28), ("Mã chỉ tiêu", 24), ("Chỉ tiêu", 48), ("Mốc", 12), ("Yêu cầu", 18), ("Loại", 16),
+            ("Số liệu quyết định tình trạng", 16), ("Ngày số liệu", 13), ("Giá trị theo lộ trình", 18), ("Tình trạng", 18),
             ("Kỳ / năm", 10), ("Đơn vị chịu trách nhiệm", 32), ("Báo cáo cung cấp số liệu", 22),
             ("Căn cứ", 40), ("Nội dung trong văn bản", 60), ("Diễn giải", 60)]
 
@@ -303,8 +309,8 @@ def write_xlsx(rows: list[ReportRow], path: Path, as_of: date, title: str) -> No
     wrap = Alignment(wrap_text=True, vertical="top")
     for r in rows:
         unit_label = UNITS[r.unit].label
-        ws.append([r.group_name, r.indicator, r.indicator_name, r.milestone, r.requirement, KIND_VI[r.kind],
-                   _cell_value(r.latest_value, r.unit), r.latest_as_of,
+        ws.append([r.group_name, r.indicator, r.indicator_name, r.milestone, r.requirement, kind_label(r),
+                   _cell_value(r.judged_value, r.unit), r.judged_as_of,
                    None if r.expected is None else round(r.expected, 2), r.status_vi, r.period,
                    r.responsible_name + (" (giả định)" if r.responsible_assumed else ""), r.source_obligation,
                    r.basis, r.text, r.detail])
@@ -349,22 +355,6 @@ def write_xlsx(rows: list[ReportRow], path: Path, as_of: date, title: str) -> No
     neutralise_formulas(wb)
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_formulas(wb) -> None:
-    """Every text cell that a spreadsheet could take for a formula (it starts with = + - @, tab or
-    CR: CSV/formula injection through an indicator name, a source or a note) is stored as text with
-    Excel's quote prefix, so it is shown as written and stays text when someone edits the cell."""
-    for ws in wb.worksheets:
-        for row in ws.iter_rows():
-            for cell in row:
-                v = cell.value
-                if isinstance(v, str) and v.startswith(FORMULA_START):
-                    cell.data_type = "s"
-                    cell.quotePrefix = True
 
 
 def _cell_value(v: float | None, unit: str) -> object:

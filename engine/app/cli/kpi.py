@@ -124,7 +124,7 @@ def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NG�
         dump_json({"as_of": day.isoformat(), "counts": counts, "items": [r.as_dict() for r in rows]})
         return
     t = Table(title=f"Tình hình thực hiện chỉ tiêu đến {day:%d/%m/%Y}", show_lines=False)
-    for col, ratio in (("Chỉ tiêu", 4), ("Mốc", 1), ("Yêu cầu", 2), ("Mới nhất", 2), ("Theo lộ trình", 2),
+    for col, ratio in (("Chỉ tiêu", 4), ("Mốc", 1), ("Yêu cầu", 2), ("Số liệu quyết định", 2), ("Theo lộ trình", 2),
                        ("Tình trạng", 2), ("Đơn vị", 2)):
         t.add_column(col, overflow="fold", ratio=ratio)
     last_group = None
@@ -134,8 +134,9 @@ def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NG�
                 t.add_section()
             t.add_row(Text(r.group_name, style="bold"), "", "", "", "", "", "")
             last_group = r.group
-        latest = val_text(r.latest_value, r.unit) + (f" ({r.latest_as_of:%d/%m/%Y})" if r.latest_as_of else "")
-        t.add_row(r.indicator_name, f"{r.milestone:%Y}", r.requirement, latest,
+        # the value the status rests on (the one the chart rings), not merely the newest one
+        judged = val_text(r.judged_value, r.unit) + (f" ({r.judged_as_of:%d/%m/%Y})" if r.judged_as_of else "")
+        t.add_row(r.indicator_name, f"{r.milestone:%Y}", r.requirement, judged,
                   val_text(r.expected, r.unit) if r.status in ("on_track", "behind", "no_data") else "",
                   Text(r.status_vi, style=_COLOURS[r.status]), r.responsible_name)
     out.print(t)
