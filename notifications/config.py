@@ -121,6 +121,9 @@ class DeliveryConfig(BaseModel):
     webhook_concurrency: int = Field(default=4, ge=1, le=32)
     webhook_timeout: float = Field(default=15.0, gt=0)
     templates_dir: Path | None = None       # override directory for the mail templates
+    # Catch-up without a flood: a digest lists at most this many entries in full (the most urgent
+    # reports, escalation rows, KPI targets); the rest are counted per obligation.
+    digest_max_items: int = Field(default=25, ge=1, le=1000)
 
     @field_validator("send_start", "send_end", mode="before")
     @classmethod

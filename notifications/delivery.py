@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -37,10 +38,10 @@ from notifications.lock import sender_lock
 from notifications.mime import BadAddress, address, build_email, envelope_address, to_bytes
 from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
 from notifications.render import (KPI_STATUS_VI, NO_VALUE, Digest, DigestItem, Escalation, KpiLine, KpiOverview,
-                                  KpiStatusGroup, LateUnit, Party, Renderer)
+                                  KpiStatusGroup, LateUnit, Party, Renderer, moved_due_text, period_label)
 from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.transport import (Channel, EmailJob, Outcome, PickupChannel, SmtpChannel, WebhookChannel, WebhookJob,
-                                     run_channel)
+                                     pickup_name, run_channel)
 
 log = logging.getLogger("dondoc.notify")
 
@@ -48,6 +49,14 @@ log = logging.getLogger("dondoc.notify")
 # recorded while this many messages go out may still see its reminder sent (a fraction of a
 # second). Small, because replies on other connections wait while a batch is read.
 CHUNK = 16
+
+# The secretariat's weekly KPI summary lists a target whose only problem is missing data (no value
+# for a period yet) when its milestone falls within this many years; targets decades away are
+# listed only when they are really slipping (behind, missed). They are counted, never hidden.
+SUMMARY_HORIZON_YEARS = 5
+
+GONE = "Báo cáo không còn trong quy tắc hiện hành"   # the title of a report the rules dropped
+_QUOTED_ID = re.compile(r"“([a-z0-9][a-z0-9._-]*)”")
 
 
 @dataclass
@@ -97,6 +106,38 @@ class Context:
     kpi: outbox.KpiFacts | None = None    # KPI status on the sending day, recomputed before each use
     _wd: dict[tuple[date, date], int] = field(default_factory=dict)
     _addresses: tuple[Address, Address | None, str] | None = None
+    _moved: dict[tuple[str, str, date], str] = field(default_factory=dict)
+    _calc: object | None = None
+
+    def moved(self, inst: InstanceRow) -> str:
+        """"hạn dời từ Chủ nhật 30/11/2025 sang Thứ Hai 01/12/2025" when a day off moved the due day
+        (recomputed from the rules: the day the due rule names, before the working-day roll)."""
+        key = (inst.obligation, inst.period, inst.due)
+        if key not in self._moved:
+            self._moved[key] = ""
+            ob = self.pack.obligations.get(inst.obligation)
+            if ob is not None:
+                from engine.periods import Period
+
+                try:
+                    if self._calc is None:
+                        self._calc = self.pack.due_calculator()
+                    due = self._calc.due(ob, Period(inst.period, inst.period_label, inst.period_start,  # type: ignore[attr-defined]
+                                                    inst.period_end, inst.cutoff_start, inst.cutoff_end))
+                except Exception:       # the rules changed shape: say nothing rather than something wrong
+                    due = None
+                if due is not None and due.day == inst.due and due.unrolled != inst.due:
+                    why = self.pack.calendar.holiday_name(due.unrolled)
+                    self._moved[key] = moved_due_text(due.unrolled, inst.due, why)
+        return self._moved[key]
+
+    def readable(self, text: str) -> str:
+        """An obligation id quoted in a KPI sentence (“khhd57-nam”) becomes its title: no internal
+        id reaches a mail."""
+        def title(m: re.Match[str]) -> str:
+            ob = self.pack.obligations.get(m.group(1))
+            return f"“{ob.title}”" if ob is not None else m.group(0)
+        return _QUOTED_ID.sub(title, text)
 
     def working_days(self, a: date, b: date) -> int:
         """Memoised: thousands of digests of one run share a handful of due dates."""
@@ -129,13 +170,13 @@ def _context(pack: RulePack, now: datetime, smtp: SmtpConfig, settings: Delivery
                    smtp.from_name, sender, smtp.reply_to or sec_email, outbox.KpiFacts(pack, today))
 
 
-def _kpi_line(item: KpiItem, party, recipient: str) -> KpiLine:
+def _kpi_line(item: KpiItem, party, recipient: str, readable=lambda t: t) -> KpiLine:
     return KpiLine(item.target, item.indicator, item.indicator_name, item.requirement, item.milestone, item.status,
                    party(item.unit), item.latest_value_text if item.latest_value is not None else NO_VALUE,
                    item.latest_as_of if item.latest_value is not None else None,
                    item.expected_text if item.expected is not None else None,
-                   item.expected_at if item.expected is not None else None, item.period, item.basis, item.detail,
-                   own=item.unit == recipient)
+                   item.expected_at if item.expected is not None else None, item.period, item.basis,
+                   readable(item.detail), own=item.unit == recipient)
 
 
 def _kpi_fallback(n: NoticeRow, party, recipient: str, error: str | None) -> KpiLine:
@@ -146,29 +187,42 @@ def _kpi_fallback(n: NoticeRow, party, recipient: str, error: str | None) -> Kpi
         milestone: date | None = date.fromisoformat(rest)
     except ValueError:
         milestone = None                  # a period ("2026"), not a milestone
-    return KpiLine(target, target, target, "", milestone, status, party(n.unit),
+    # The KPI files cannot be read, so the target's name is unknown: its code (as written in the KPI
+    # file the secretariat must fix) is the only way to say which target this is.
+    name = f"Chỉ tiêu mã “{target}”"
+    return KpiLine(target, target, name, "", milestone, status, party(n.unit),
                    period=rest if status == "no_data" else None,
                    detail=f"Tình trạng ghi nhận ngày {n.as_of:%d/%m/%Y}: {KPI_STATUS_VI.get(status, status)}. "
                           f"Không đọc được tệp chỉ tiêu để cập nhật ({error or 'không rõ lý do'}).",
                    own=n.unit == recipient)
 
 
-def _kpi_overview(summary: KpiSummary | None, party, today: date, error: str | None) -> KpiOverview:
+def _kpi_overview(summary: KpiSummary | None, party, today: date, error: str | None,
+                  readable=lambda t: t) -> KpiOverview:
+    """The secretariat's summary: slipping targets by status; a target that only lacks data and whose
+    milestone is more than SUMMARY_HORIZON_YEARS away is counted, not listed."""
     if summary is None:
         return KpiOverview(today, error=error or "không tính được tình trạng chỉ tiêu")
+    horizon = today.year + SUMMARY_HORIZON_YEARS
+    listed = [i for i in summary.slipping if i.status != "no_data" or i.milestone.year <= horizon]
     groups = []
     for status in sorted(KPI_STATUS_VI, key=lambda k: STATUS_ORDER[k]):
-        lines = [_kpi_line(i, party, "") for i in summary.slipping if i.status == status]
+        lines = [_kpi_line(i, party, "", readable) for i in listed if i.status == status]
         if lines:
+            lines.sort(key=lambda k: (k.milestone or date.max, k.indicator_name))
             groups.append(KpiStatusGroup(status, KPI_STATUS_VI[status], lines))
     counts = [(STATUS_VI[k], summary.by_status[k]) for k in sorted(summary.by_status, key=lambda k: STATUS_ORDER[k])
               if summary.by_status[k]]
-    return KpiOverview(summary.as_of, summary.total, counts, groups)
+    return KpiOverview(summary.as_of, summary.total, counts, groups, distant=len(summary.slipping) - len(listed),
+                       horizon=horizon)
 
 
 def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, object]]) -> Digest:
     """Items as of the sending day: status and day counts are recomputed from the due date; KPI
-    items and the secretariat's summary come from the KPI status recomputed on the sending day."""
+    items and the secretariat's summary come from the KPI status recomputed on the sending day.
+    Escalations become one short table per report (a row per late unit, its missing periods and
+    how late it is); a unit is never asked to chase itself. At most ``digest_max_items`` entries
+    are listed in full (render.Digest.listing)."""
     pack, today = ctx.pack, ctx.today
 
     def party(uid: str) -> Party:
@@ -176,46 +230,63 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, objec
         return Party(uid, u.name if u else uid, u.contacts[0] if u and u.contacts else None)
 
     items: dict[tuple[str, str, str], DigestItem] = {}
-    escalations: dict[tuple[str, str], Escalation] = {}
+    late: dict[str, dict[str, dict[str, InstanceRow]]] = {}     # obligation → unit → period → instance
     kpi: dict[tuple[str, str, str | None, str], KpiLine] = {}
     overview: KpiOverview | None = None
     error = ctx.kpi.error if ctx.kpi is not None else None
     for n, inst in live:
         if outbox.is_kpi_summary(n):
             if overview is None:          # several weeks' summaries waiting (an outage): shown once
-                overview = _kpi_overview(inst if isinstance(inst, KpiSummary) else None, party, today, error)
+                overview = _kpi_overview(inst if isinstance(inst, KpiSummary) else None, party, today, error,
+                                         ctx.readable)
             continue
         if outbox.is_kpi_item(n):
-            line = (_kpi_line(inst, party, recipient) if isinstance(inst, KpiItem)
+            line = (_kpi_line(inst, party, recipient, ctx.readable) if isinstance(inst, KpiItem)
                     else _kpi_fallback(n, party, recipient, error))
             kpi.setdefault((line.target, line.status, line.period, line.unit.id), line)
             continue
         assert isinstance(inst, InstanceRow)
-        ob = pack.obligations.get(inst.obligation)
-        title = ob.title if ob else inst.obligation
-        basis = ob.basis.text() if ob else ""
         if n.kind == "escalation":
-            e = escalations.setdefault((inst.obligation, inst.period), Escalation(
-                inst.obligation, title, basis, inst.period, inst.period_label, inst.due))
-            if all(u.unit.id != inst.unit for u in e.units):
-                e.units.append(LateUnit(party(inst.unit), max(0, ctx.working_days(inst.due, today))))
+            if inst.unit != recipient:    # never ask a unit to chase itself (its own reminder says it)
+                late.setdefault(inst.obligation, {}).setdefault(inst.unit, {})[inst.period] = inst
             continue
         key = (inst.obligation, inst.unit, inst.period)
         if key in items:
             continue
+        ob = pack.obligations.get(inst.obligation)
         if today > inst.due:
             status, wd_left, wd_late = "overdue", 0, ctx.working_days(inst.due, today)
         elif today == inst.due:
             status, wd_left, wd_late = "due_today", 0, 0
         else:
             status, wd_left, wd_late = "due_soon", ctx.working_days(today, inst.due), 0
-        items[key] = DigestItem(inst.obligation, title, basis, party(inst.unit), inst.period, inst.period_label,
-                                inst.due, status, wd_left=wd_left, days_left=max(0, (inst.due - today).days),
-                                wd_late=wd_late, own=inst.unit == recipient)
-    for e in escalations.values():
-        e.units.sort(key=lambda u: (-u.wd_late, u.unit.name))
-    return Digest(party(recipient), today, ctx.secretariat, list(items.values()), list(escalations.values()),
-                  list(kpi.values()), overview)
+        items[key] = DigestItem(inst.obligation, ob.title if ob else GONE, ob.basis.text() if ob else "",
+                                party(inst.unit), inst.period, inst.period_label, inst.due, status, wd_left=wd_left,
+                                days_left=max(0, (inst.due - today).days), wd_late=wd_late,
+                                own=inst.unit == recipient, moved=ctx.moved(inst))
+    escalations = [_escalation(ctx, obligation, units, party) for obligation, units in late.items()]
+    return Digest(party(recipient), today, ctx.secretariat, list(items.values()), escalations,
+                  list(kpi.values()), overview, max_items=ctx.settings.digest_max_items)
+
+
+def _escalation(ctx: Context, obligation: str, units: dict[str, dict[str, InstanceRow]], party) -> Escalation:
+    """One report's table: a row per late unit (its missing periods, oldest first, and the working
+    days since the oldest one's due day), the latest first."""
+    ob = ctx.pack.obligations.get(obligation)
+    rows: list[LateUnit] = []
+    every: dict[str, InstanceRow] = {}
+    for uid, periods in units.items():
+        insts = sorted(periods.values(), key=lambda i: i.due)
+        every.update({i.period: i for i in insts})
+        rows.append(LateUnit(party(uid), max(0, ctx.working_days(insts[0].due, ctx.today)),
+                             [i.period_label for i in insts]))
+    rows.sort(key=lambda u: (-u.wd_late, u.unit.name))
+    ordered = sorted(every.values(), key=lambda i: i.due)
+    first = ordered[0]
+    label = (first.period_label if len(ordered) == 1
+             else f"{len(ordered)} kỳ, từ {first.period_label} đến {ordered[-1].period_label}")
+    return Escalation(obligation, ob.title if ob else GONE, ob.basis.text() if ob else "",
+                      first.period, label, first.due, rows, len(ordered))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,13 +346,23 @@ class Pass:
             data = to_bytes(msg)
         except BadAddress as exc:
             return Outcome.failed(str(exc))
-        return EmailJob(d.id, d.message_id, env_from, rcpts, data, {"subject": rendered.subject})
+        name = None
+        if not self.ctx.smtp.host:        # the pickup folder: a file named by date and recipient
+            name = d.file_name or pickup_name(self.ctx.now.astimezone(ZoneInfo(self.ctx.pack.info.timezone)),
+                                              d.recipient, d.message_id)
+        return EmailJob(d.id, d.message_id, env_from, rcpts, data, {"subject": rendered.subject}, file_name=name)
 
-    def in_flight(self, d: DeliveryRow) -> bool:
-        """Durably note that this digest may reach the receiver from now on (see README)."""
+    def in_flight(self, d: DeliveryRow, file_name: str | None = None) -> bool:
+        """Durably note that this digest may reach the receiver from now on (see README), and the
+        file it is written to (pickup folder), so a retry or a re-send after a crash rewrites it."""
         prev = d.maybe_sent
+        values: dict[str, object] = {}
         if not prev:
-            outbox._write(self.ses, d, {"maybe_sent": True})
+            values["maybe_sent"] = True
+        if file_name and d.file_name != file_name:
+            values["file_name"] = file_name
+        if values:
+            outbox._write(self.ses, d, values)
             self.ses.commit()
         return prev
 
@@ -336,7 +417,7 @@ class Feed:
             if isinstance(job, Outcome):
                 p.record(d, job)
                 continue
-            job.extra["prev_maybe"] = p.in_flight(d)
+            job.extra["prev_maybe"] = p.in_flight(d, getattr(job, "file_name", None))
             return job
         return None
 

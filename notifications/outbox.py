@@ -53,6 +53,19 @@ class Route:
     target: str | None  # webhook URL
 
 
+SUMMARY_ROUTE_PREFIX = "kpi-summary:"
+SELF_ESCALATION = "Đơn vị nhận thư chính là đơn vị chậm nộp: không tự đôn đốc chính mình (thư nhắc của đơn vị đã ghi)"
+
+
+def routes_for_notice(pack: RulePack, n: NoticeRow) -> list[Route]:
+    """The routes of one notice: the secretariat's weekly KPI summary travels on routes of its own
+    (``kpi-summary:email`` …), so it is a message of its own, never inside a unit's reminder."""
+    routes = routes_for(pack, n.recipient)
+    if is_kpi_summary(n):
+        return [Route(SUMMARY_ROUTE_PREFIX + r.route, r.channel, r.target) for r in routes]
+    return routes
+
+
 def routes_for(pack: RulePack, recipient: str) -> list[Route]:
     """E-mail (always, unless the unit lists only webhooks) plus one route per webhook URL.
 
@@ -168,6 +181,8 @@ def notice_moot_reason(n: NoticeRow, subject: Subject, kpi: KpiFacts | None) -> 
     (without one — a caller that cannot compute KPI status — a KPI notice is never moot)."""
     if is_kpi(n):
         return kpi.moot_reason(n) if kpi is not None else None
+    if n.kind == "escalation" and n.unit == n.recipient:
+        return SELF_ESCALATION
     return moot_reason(subject)  # type: ignore[arg-type]
 
 
@@ -275,7 +290,7 @@ def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
                         .where(col(DeliveryItemRow.notice_id).in_([n.id for n in notices]))).all())
     groups: dict[tuple[str, str], tuple[Route, list[NoticeRow]]] = {}
     for n in notices:
-        for r in routes_for(pack, n.recipient):
+        for r in routes_for_notice(pack, n):
             if (n.id, r.route) not in have:
                 groups.setdefault((n.recipient, r.route), (r, []))[1].append(n)
     # Still one message per recipient and route: new notices join a digest that waits for a retry
@@ -484,13 +499,82 @@ def requeue(ses: Session, ids: list[int], now: datetime, all_failed: bool = Fals
     return [d.id for d in rows], problems
 
 
-def list_outbox(ses: Session, *, failed_only: bool = False, include_sent: bool = False,
-                limit: int = 500) -> list[dict[str, object]]:
+# The states a secretary types after ``--state``: Vietnamese words (with or without diacritics) or codes.
+STATE_WORDS: dict[str, tuple[str, ...]] = {
+    "gửi": (SENT,), "đã gửi": (SENT,), "sent": (SENT,),
+    "chờ": (PENDING, RETRY), "chờ gửi": (PENDING,), "pending": (PENDING,),
+    "chờ gửi lại": (RETRY,), "gửi lại": (RETRY,), "retry": (RETRY,),
+    "lỗi": (FAILED,), "không thành công": (FAILED,), "gửi không thành công": (FAILED,), "failed": (FAILED,),
+    "bỏ": (DROPPED,), "không gửi": (DROPPED,), "dropped": (DROPPED,),
+}
+DEFAULT_STATES = (PENDING, RETRY, FAILED, SENT)     # `dondoc outbox`: everything but what was dropped
+
+
+def _plain(text: str) -> str:
+    import unicodedata
+
+    text = " ".join(text.casefold().split()).replace("đ", "d")
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+def parse_states(words: list[str]) -> list[str]:
+    """["gửi", "lỗi"] (or "gửi,lỗi", or codes) → delivery statuses; ValueError naming the word."""
+    table = {_plain(k): v for k, v in STATE_WORDS.items()}
+    out: list[str] = []
+    for word in (w.strip() for chunk in words for w in chunk.split(",")):
+        if not word:
+            continue
+        found = table.get(_plain(word))
+        if found is None:
+            raise ValueError(f"trạng thái “{word}” không có; dùng: gửi (đã gửi), chờ (chờ gửi, chờ gửi lại), "
+                             "lỗi (gửi không thành công), bỏ (không gửi), hoặc mã sent, pending, retry, failed, dropped")
+        out += [s for s in found if s not in out]
+    return out
+
+
+def resolve_unit(ses: Session, text: str) -> str:
+    """A unit's id from its id or its name (any case); ValueError with suggestions otherwise."""
+    import difflib
+
+    units = {u.id: u.name for u in ses.exec(select(UnitRow)).all()}
+    t = text.strip()
+    if t in units:
+        return t
+    by_name = {_plain(n): i for i, n in units.items()}
+    if _plain(t) in by_name:
+        return by_name[_plain(t)]
+    near = difflib.get_close_matches(_plain(t), list(by_name) + [_plain(i) for i in units], n=3, cutoff=0.6)
+    names = [units.get(by_name.get(n, n), n) for n in near]
+    hint = f" Có phải: {', '.join(dict.fromkeys(names))}?" if names else ""
+    raise ValueError(f"không có đơn vị “{t}” trong danh bạ.{hint}")
+
+
+def list_outbox(ses: Session, *, failed_only: bool = False, include_sent: bool = False, limit: int = 500,
+                states: list[str] | None = None, unit: str | None = None, day: date | None = None,
+                tz: str = "Asia/Ho_Chi_Minh") -> list[dict[str, object]]:
+    """Digests newest first. By default every state but "dropped" (sent mail included);
+    ``include_sent`` (``--all``) adds the dropped ones, ``failed_only`` keeps the failed ones,
+    ``states`` picks states explicitly. ``unit`` (an id) keeps one recipient; ``day`` keeps digests
+    sent that day (local time), or, not sent, last handled that day."""
+    from datetime import time as _time, timedelta
+    from zoneinfo import ZoneInfo
+
     q = select(DeliveryRow)
-    if failed_only:
+    if states:
+        q = q.where(col(DeliveryRow.status).in_(states))
+    elif failed_only:
         q = q.where(DeliveryRow.status == FAILED)
     elif not include_sent:
-        q = q.where(col(DeliveryRow.status).in_((PENDING, RETRY, FAILED)))
+        q = q.where(col(DeliveryRow.status).in_(DEFAULT_STATES))
+    if unit is not None:
+        q = q.where(DeliveryRow.recipient == unit)
+    if day is not None:
+        lo = datetime.combine(day, _time(0, 0), tzinfo=ZoneInfo(tz))
+        hi = lo + timedelta(days=1)
+        sent_that_day = (col(DeliveryRow.sent_at) >= lo) & (col(DeliveryRow.sent_at) < hi)
+        handled_that_day = (col(DeliveryRow.sent_at).is_(None) & (col(DeliveryRow.updated_at) >= lo)
+                            & (col(DeliveryRow.updated_at) < hi))
+        q = q.where(sent_that_day | handled_that_day)
     rows = ses.exec(q.order_by(col(DeliveryRow.id).desc()).limit(limit)).all()
     names = {u.id: u.name for u in ses.exec(select(UnitRow)).all()}
     counts: dict[int, list[str]] = defaultdict(list)
@@ -499,8 +583,10 @@ def list_outbox(ses: Session, *, failed_only: bool = False, include_sent: bool =
                                 .where(col(DeliveryItemRow.delivery_id).in_([d.id for d in rows]),
                                        DeliveryItemRow.dropped == False)).all():  # noqa: E712
             counts[item.delivery_id].append(n.key)
+    zone = ZoneInfo(tz)
     out = []
     for d in rows:
+        at = d.sent_at or d.updated_at
         out.append({
             "id": d.id, "recipient": d.recipient, "recipient_name": names.get(d.recipient, d.recipient),
             "channel": d.channel, "target": mask_url(d.target) if d.target else None,
@@ -510,5 +596,11 @@ def list_outbox(ses: Session, *, failed_only: bool = False, include_sent: bool =
             "reason": d.last_error, "message_id": d.message_id, "subject": d.subject,
             "created_at": d.created_at.isoformat(), "sent_at": d.sent_at.isoformat() if d.sent_at else None,
             "notices": sorted(counts.get(d.id, [])),
+            # added for `dondoc outbox` (item 8): what happened when, and where the .eml is
+            "kpi_summary": d.route.startswith(SUMMARY_ROUTE_PREFIX),
+            "updated_at": d.updated_at.isoformat(), "at": at.isoformat(),
+            "at_vi": at.astimezone(zone).strftime("%d/%m/%Y %H:%M"),
+            "next_attempt_vi": d.next_attempt_at.astimezone(zone).strftime("%d/%m/%Y %H:%M") if d.next_attempt_at else None,
+            "file_name": d.file_name,
         })
     return out

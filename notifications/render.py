@@ -28,6 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import RuleError, display_path
+from engine.vi import fmt_date, weekday
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -59,6 +60,46 @@ def ngay_so(d: date | None) -> str:
     return f"{d:%d/%m/%Y}" if d is not None else "–"
 
 
+_PERIOD_FORMS = ((re.compile(r"(\d{4})-(\d{2})"), "monthly"), (re.compile(r"(\d{4})-Q([1-4])"), "quarterly"),
+                 (re.compile(r"(\d{4})-H([12])"), "half_yearly"), (re.compile(r"(\d{4})"), "yearly"))
+
+
+def period_label(key: str | None) -> str:
+    """A period code as a secretary writes it: "2026-11" → "Tháng 11/2026", "2026-Q4" → "Quý IV/2026",
+    "2026-H1" → "6 tháng đầu năm 2026", "2026" → "Năm 2026" (the wording of engine.periods)."""
+    from engine.periods import _key_and_label
+
+    if not key:
+        return ""
+    for pattern, freq in _PERIOD_FORMS:
+        m = pattern.fullmatch(key.strip())
+        if not m:
+            continue
+        year = int(m.group(1))
+        try:
+            if freq == "monthly":
+                start = date(year, int(m.group(2)), 1)
+            elif freq == "quarterly":
+                start = date(year, 3 * int(m.group(2)) - 2, 1)
+            elif freq == "half_yearly":
+                start = date(year, 1 if m.group(2) == "1" else 7, 1)
+            else:
+                start = date(year, 1, 1)
+        except ValueError:
+            return key
+        return _key_and_label(freq, start, start)[1]
+    return key
+
+
+def moved_due_text(unrolled: date | None, due: date, why: str | None = None) -> str:
+    """"hạn dời từ Chủ nhật 30/11/2025 sang Thứ Hai 01/12/2025" ("" when the due day was not moved)."""
+    if unrolled is None or unrolled == due:
+        return ""
+    reason = f" ({why})" if why else ""
+    return (f"hạn dời từ {weekday(unrolled)} {fmt_date(unrolled)}{reason} "
+            f"sang {weekday(due)} {fmt_date(due)}")
+
+
 @dataclass
 class Party:
     id: str
@@ -81,32 +122,99 @@ class DigestItem:
     days_left: int = 0          # calendar days until the due day
     wd_late: int = 0            # working days since the due day
     own: bool = True            # the recipient is the reporting unit
+    moved: str = ""             # "hạn dời từ Chủ nhật 30/11/2025 sang Thứ Hai 01/12/2025" (a day off moved it)
 
     @property
     def status_vi(self) -> str:
         return SECTION_TITLES[self.status]
 
+    def urgency(self) -> tuple:
+        """Which items a digest lists in full when it cannot list all: what is due today (still on
+        time today), then the most recently overdue (still worth doing; a year-old report is counted,
+        not listed), then what comes due soonest."""
+        rank = {"due_today": 0, "overdue": 1, "due_soon": 2}[self.status]
+        return rank, -self.due.toordinal() if self.status == "overdue" else self.due.toordinal(), self.title, \
+            self.unit.name, self.period
+
 
 @dataclass
 class LateUnit:
+    """One row of an escalation table: a unit and the periods of one report it has not sent."""
     unit: Party
-    wd_late: int
+    wd_late: int                # working days since the due day of its oldest missing period
+    periods: list[str] = field(default_factory=list)   # labels of the missing periods, oldest first
 
     @property
     def name(self) -> str:
         return self.unit.name
 
+    @property
+    def periods_text(self) -> str:
+        """"Tháng 10/2026", "Tháng 10/2026, Tháng 11/2026" or "11 kỳ: Tháng 01/2026 … Tháng 11/2026"."""
+        if len(self.periods) <= 3:
+            return ", ".join(self.periods)
+        return f"{len(self.periods)} kỳ: {self.periods[0]} … {self.periods[-1]}"
+
 
 @dataclass
 class Escalation:
-    """One report (obligation, period) and the units under the recipient that have not sent it."""
+    """One report (obligation) and, as a short table, the units under the recipient that have not
+    sent it: one row per unit with its missing periods and how many working days late it is."""
     obligation: str
     title: str
     basis: str
-    period: str
-    period_label: str
-    due: date
+    period: str                 # the oldest missing period
+    period_label: str           # its label, or "3 kỳ, từ Tháng 09/2026 đến Tháng 11/2026"
+    due: date                   # the oldest due day
     units: list[LateUnit] = field(default_factory=list)
+    periods: int = 1            # how many periods the rows miss together
+
+    @property
+    def due_text(self) -> str:
+        """"hạn nộp Thứ Hai, 30/11/2026" (several periods: the first one's)."""
+        return f"{'hạn nộp' if self.periods <= 1 else 'kỳ đầu tiên hạn nộp'} {ngay(self.due)}"
+
+
+@dataclass
+class Overflow:
+    """What a digest counts instead of listing (it lists at most ``digest_max_items`` entries)."""
+    total: int = 0
+    parts: list[tuple[str, int]] = field(default_factory=list)   # (obligation title or status, how many)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    @property
+    def text(self) -> str:
+        """"Báo cáo tháng (12), Báo cáo quý (3)"."""
+        return ", ".join(f"{label} ({n})" for label, n in self.parts)
+
+
+def overflow(labels: list[str]) -> Overflow:
+    """Counts per label, the largest first."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return Overflow(len(labels), sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def allocate(budget: int, sizes: list[int]) -> list[int]:
+    """Share ``budget`` listed entries fairly between sections of ``sizes`` entries (max-min fair:
+    a small section is listed whole, the rest is split evenly), so every section shows something."""
+    alloc = [0] * len(sizes)
+    left = budget
+    open_ = [i for i, n in enumerate(sizes) if n > 0]
+    while left > 0 and open_:
+        share = max(1, left // len(open_))
+        for i in list(open_):
+            take = min(share, sizes[i] - alloc[i], left)
+            alloc[i] += take
+            left -= take
+            if alloc[i] == sizes[i]:
+                open_.remove(i)
+            if left == 0:
+                break
+    return alloc
 
 
 @dataclass
@@ -127,6 +235,11 @@ class KpiLine:
     basis: str = ""                # "Căn cứ": the plan and section of the target
     detail: str = ""               # one Vietnamese sentence
     own: bool = True               # the recipient is the responsible unit
+    period_label: str = ""         # the period as a secretary writes it ("Năm 2026"); set from period
+
+    def __post_init__(self) -> None:
+        if self.period and not self.period_label:
+            self.period_label = period_label(self.period)
 
     @property
     def status_vi(self) -> str:
@@ -142,6 +255,7 @@ class KpiStatusGroup:
     key: str                    # missed | behind | no_data
     title: str
     items: list[KpiLine]
+    more: int = 0               # slipping targets of this status not listed (digest_max_items)
 
 
 @dataclass
@@ -152,10 +266,24 @@ class KpiOverview:
     counts: list[tuple[str, int]] = field(default_factory=list)   # (status in Vietnamese, targets), non-zero
     groups: list[KpiStatusGroup] = field(default_factory=list)
     error: str | None = None    # the KPI files could not be read when the digest was made
+    distant: int = 0            # targets left out: only data missing, milestone years away
+    horizon: int | None = None  # … the last milestone year still listed for them
 
     @property
     def slipping(self) -> int:
-        return sum(len(g.items) for g in self.groups)
+        return sum(len(g.items) + g.more for g in self.groups)
+
+    def limited(self, budget: int) -> "KpiOverview":
+        """At most ``budget`` targets listed, the worst statuses first; the rest counted per status."""
+        sizes = [len(g.items) for g in self.groups]
+        if sum(sizes) <= budget:
+            return self
+        groups, left = [], budget
+        for g in self.groups:
+            take = min(left, len(g.items))
+            left -= take
+            groups.append(replace(g, items=g.items[:take], more=g.more + len(g.items) - take))
+        return replace(self, groups=groups)
 
 
 @dataclass
@@ -163,6 +291,17 @@ class Section:
     key: str
     title: str
     items: list[DigestItem]
+
+
+@dataclass
+class Listing:
+    """What one digest lists in full and what it only counts (at most ``max_items`` entries)."""
+    items: list[DigestItem]
+    escalations: list[Escalation]
+    kpi: list[KpiLine]
+    more_items: Overflow
+    more_escalations: Overflow
+    more_kpi: Overflow
 
 
 @dataclass
@@ -174,18 +313,48 @@ class Digest:
     escalations: list[Escalation] = field(default_factory=list)
     kpi: list[KpiLine] = field(default_factory=list)
     kpi_overview: KpiOverview | None = None
+    max_items: int | None = None    # entries listed in full (reports, escalation rows, KPI targets)
 
     @property
     def kpi_items(self) -> list[KpiLine]:
+        return self.listing().kpi
+
+    def _kpi_sorted(self) -> list[KpiLine]:
         order = {k: n for n, k in enumerate(KPI_STATUS_VI)}
         return sorted(self.kpi, key=lambda i: (order.get(i.status, 9), not i.own, i.unit.name, i.indicator_name,
                                                i.milestone or date.max))
 
+    def listing(self) -> Listing:
+        """The most urgent entries up to ``max_items``, shared fairly between the digest's own
+        reports, the escalation rows and the KPI targets; the rest counted per obligation/status."""
+        kpi = self._kpi_sorted()
+        rows = [(e, u) for e in self.escalations for u in e.units]
+        if self.max_items is None or len(self.items) + len(rows) + len(kpi) <= self.max_items:
+            return Listing(list(self.items), list(self.escalations), kpi, Overflow(), Overflow(), Overflow())
+        n_items, n_rows, n_kpi = allocate(self.max_items, [len(self.items), len(rows), len(kpi)])
+        ranked = sorted(self.items, key=DigestItem.urgency)
+        items, rest = ranked[:n_items], ranked[n_items:]
+        rows.sort(key=lambda r: (-len(r[1].periods), -r[1].wd_late, r[0].title, r[1].name))   # most behind
+        keep = {(id(e), id(u)) for e, u in rows[:n_rows]}
+        escalations = []
+        for e in self.escalations:
+            units = [u for u in e.units if (id(e), id(u)) in keep]
+            if units:
+                escalations.append(replace(e, units=units))
+        return Listing(items, escalations, kpi[:n_kpi],
+                       overflow([i.title for i in rest]),
+                       overflow([e.title for e, _ in rows[n_rows:]]),
+                       overflow([k.status_vi for k in kpi[n_kpi:]]))
+
     @property
     def sections(self) -> list[Section]:
+        return self._sections(self.listing().items)
+
+    @staticmethod
+    def _sections(listed: list[DigestItem]) -> list[Section]:
         out = []
         for key, title in SECTION_TITLES.items():
-            items = sorted((i for i in self.items if i.status == key), key=lambda i: (i.due, i.title, i.unit.name))
+            items = sorted((i for i in listed if i.status == key), key=lambda i: (i.due, i.title, i.unit.name))
             if items:
                 out.append(Section(key, title, items))
         return out
@@ -195,7 +364,7 @@ class Digest:
         c = {k: 0 for k in SECTION_TITLES}
         for i in self.items:
             c[i.status] += 1
-        c["escalated_units"] = sum(len(e.units) for e in self.escalations)
+        c["escalated_units"] = sum(len(e.units) for e in self.escalations)   # rows: unit × report
         c["kpi"] = len(self.kpi)
         for k in KPI_STATUS_VI:
             c[f"kpi_{k}"] = sum(1 for i in self.kpi if i.status == k)
@@ -207,10 +376,19 @@ class Digest:
         return not self.items and not self.escalations and not self.kpi and self.kpi_overview is None
 
     def context(self) -> dict[str, object]:
+        shown = self.listing()
+        overview = self.kpi_overview
+        if overview is not None and self.max_items is not None:
+            overview = overview.limited(self.max_items)
         return {"recipient": self.recipient, "today": self.today, "secretariat": self.secretariat,
-                "sections": self.sections, "escalations": sorted(self.escalations, key=lambda e: (e.due, e.title)),
-                "counts": self.counts, "items": self.items, "kpi_title": KPI_SECTION_TITLE,
-                "kpi_items": self.kpi_items, "kpi_summary_title": KPI_SUMMARY_TITLE, "kpi_overview": self.kpi_overview}
+                "sections": self._sections(shown.items),
+                "escalations": sorted(shown.escalations, key=lambda e: (e.due, e.title)),
+                "counts": self.counts, "items": shown.items, "kpi_title": KPI_SECTION_TITLE,
+                "kpi_items": shown.kpi, "kpi_summary_title": KPI_SUMMARY_TITLE, "kpi_overview": overview,
+                "more_items": shown.more_items, "more_escalations": shown.more_escalations,
+                "more_kpi": shown.more_kpi,
+                "more_any": bool(shown.more_items or shown.more_escalations or shown.more_kpi
+                                 or (overview is not None and any(g.more for g in overview.groups)))}
 
 
 @dataclass(frozen=True)
@@ -283,14 +461,16 @@ def sample_digests(today: date = date(2026, 11, 25)) -> list[Digest]:
     other = Party("so-tai-chinh", "Sở Tài chính <Phòng Kế hoạch & Ngân sách>")
     items = [
         DigestItem("khhd57-skhcn-nam", "Báo cáo năm về thực hiện Nghị quyết 57-NQ/TW", "Kế hoạch hành động, mục V.7",
-                   so, "2026", "Năm 2026", date(2026, 11, 30), "due_soon", wd_left=3, days_left=5),
+                   so, "2026", "Năm 2026", date(2026, 11, 30), "due_soon", wd_left=3, days_left=5,
+                   moved=moved_due_text(date(2026, 11, 29), date(2026, 11, 30))),
         DigestItem("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", so, "2026-11", "Tháng 11/2026",
                    today, "due_today"),
         DigestItem("khhd57-quy", "Báo cáo quý", "Kế hoạch hành động, mục V.5", other, "2026-Q3", "Quý III/2026",
                    date(2026, 9, 18), "overdue", wd_late=48, own=False),
     ]
-    esc = [Escalation("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", "2026-10", "Tháng 10/2026",
-                      date(2026, 10, 19), [LateUnit(other, 27), LateUnit(so, 1)])]
+    esc = [Escalation("khhd57-thang", "Báo cáo tháng", "Kế hoạch hành động, mục V.7", "2026-09",
+                      "2 kỳ, từ Tháng 09/2026 đến Tháng 10/2026", date(2026, 10, 19),
+                      [LateUnit(other, 27, ["Tháng 09/2026", "Tháng 10/2026"]), LateUnit(so, 1, ["Tháng 10/2026"])])]
     basis = "Kế hoạch hành động của Ban Thường vụ Tỉnh ủy thực hiện Nghị quyết 57-NQ/TW, mục III.2.2 a)"
     kpi = [  # every status, with and without a value and a path, own and another unit's (a supervisor's)
         KpiLine("phu-song-5g-2030", "phu-song-5g", "Tỷ lệ phủ sóng 5G trên địa bàn", "≥ 100 %", date(2030, 12, 31),
@@ -301,7 +481,7 @@ def sample_digests(today: date = date(2026, 11, 25)) -> list[Digest]:
                 "Không đạt: tại mốc 31/12/2025 giá trị Chưa, yêu cầu = có."),
         KpiLine("vneid-2030", "vneid", "Tỷ lệ người dân có tài khoản định danh điện tử (VNeID)", "≥ 80 %",
                 date(2030, 12, 31), "no_data", vp, NO_VALUE, None, "57,5 %", today, "2026", basis,
-                "Chưa có số liệu kỳ Năm 2026 (hạn báo cáo “khhd57-nam” 18/12/2026)."),
+                "Chưa có số liệu kỳ Năm 2026 (hạn báo cáo “Báo cáo năm” 18/12/2026)."),
     ]
     overview = KpiOverview(today, 221, [("Đạt", 1), ("Chậm tiến độ", 1), ("Không đạt", 1), ("Thiếu số liệu", 1)],
                            [KpiStatusGroup(k, KPI_STATUS_VI[k], [i for i in kpi if i.status == k]) for k in KPI_STATUS_VI])
@@ -322,6 +502,15 @@ def _check_samples() -> list[Digest]:
                      detail=f"Không đọc được tệp chỉ tiêu để cập nhật ({error}).")
     broken = Digest(vp, today, vp, kpi=[unread], kpi_overview=KpiOverview(today, error=error))
     return samples + [kpi_only, broken]
+
+
+def _limited_sample() -> Digest:
+    """A digest that lists only 2 of its entries: the lines that count what is not listed."""
+    samples = sample_digests()
+    full, vp = samples[2], samples[2].recipient
+    overview = replace(full.kpi_overview, distant=12, horizon=2031) if full.kpi_overview else None
+    return Digest(vp, full.today, vp, items=samples[0].items, escalations=full.escalations, kpi=full.kpi,
+                  kpi_overview=overview, max_items=2)
 
 
 def _error_line(exc: BaseException, path: Path) -> int | None:
@@ -365,7 +554,7 @@ def check_templates(directory: Path | None = None) -> list[RuleError]:
         p = renderer.source_path(name)
         if p not in compiled:
             continue
-        for digest in _check_samples():
+        for digest in _check_samples() + [_limited_sample()]:
             ctx = digest.context()
             ctx["subject"] = "Tiêu đề mẫu"
             try:

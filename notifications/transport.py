@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -59,6 +61,7 @@ class EmailJob:
     recipients: list[str]           # envelope RCPT TO
     data: bytes                     # the complete message, CRLF, 7-bit
     extra: dict = field(default_factory=dict)
+    file_name: str | None = None    # pickup folder: the .eml to write (pickup_name), kept on retries
 
 
 class JobSource(Protocol):
@@ -290,11 +293,21 @@ async def _close(smtp: aiosmtplib.SMTP) -> None:
         smtp.close()
 
 
+def pickup_name(when: datetime, recipient: str, message_id: str) -> str:
+    """``2026-12-02_0930_so-tai-chinh_3f96e41c03.eml``: the first try's local time, the recipient and
+    the start of the Message-ID's hash, so a secretary finds a unit's mail by date and name, and two
+    digests never share a file. Chosen once per digest (stored on it) so a retry rewrites the same file."""
+    slug = re.sub(r"[^a-z0-9]+", "-", recipient.lower()).strip("-")[:40] or "don-vi"
+    short = re.sub(r"[^0-9a-zA-Z]", "", message_id.strip("<>").split("@")[0])[:10] or "thu"
+    return f"{when:%Y-%m-%d_%H%M}_{slug}_{short}.eml"
+
+
 def write_eml(directory: Path, job: EmailJob) -> Outcome:
-    """Pickup folder: one file per Message-ID, written atomically; a retry overwrites the same file."""
+    """Pickup folder: one file per digest (``job.file_name``; without one: the Message-ID hash),
+    written atomically; a retry or a re-send after a crash overwrites the same file."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        name = job.message_id.strip("<>").split("@")[0] + ".eml"
+        name = job.file_name or job.message_id.strip("<>").split("@")[0] + ".eml"
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".eml")
         with os.fdopen(fd, "wb") as fh:
             fh.write(job.data)

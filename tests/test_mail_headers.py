@@ -119,11 +119,11 @@ def digests(tmp_path, sqlite_url, minipack) -> list[tuple[bytes, dict]]:
                   smtp=SmtpConfig(host=None, pickup_dir=out, from_addr="dondoc@vptu.example.org", from_name=FROM_NAME))
     assert rep.sent == 3
     with session(sqlite_url) as s:
-        rows = {d.message_id.strip("<>").split("@")[0]: d for d in s.exec(select(DeliveryRow)).all()}
+        rows = {d.file_name: d for d in s.exec(select(DeliveryRow)).all()}   # files named by date and recipient (11.8)
     vp = minipack.units["vp"]
     got = []
     for f in sorted(out.glob("*.eml")):
-        d = rows[f.stem]
+        d = rows[f.name]
         unit = minipack.units[d.recipient]
         got.append((f.read_bytes(), {"from": [(FROM_NAME, "dondoc@vptu.example.org")],
                                      "to": [(unit.name, c) for c in unit.contacts],

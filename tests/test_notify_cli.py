@@ -46,7 +46,10 @@ def test_notify_command_writes_eml_without_smtp_and_reports_json(tmp_path, sqlit
     listing = CliRunner().invoke(app, ["outbox", "--all", "--json", "--db", sqlite_url])
     rows = json.loads(listing.output)
     assert sorted(r["status"] for r in rows) == ["sent", "sent"] and all(r["notices"] for r in rows)
-    assert json.loads(CliRunner().invoke(app, ["outbox", "--json", "--db", sqlite_url]).output) == []
+    # issue 11.8: the default listing shows sent mail too (it used to print "0 thư" after sending);
+    # only what is waiting or failed: --state chờ,lỗi
+    assert len(json.loads(CliRunner().invoke(app, ["outbox", "--json", "--db", sqlite_url]).output)) == 2
+    assert json.loads(CliRunner().invoke(app, ["outbox", "--json", "--state", "chờ,lỗi", "--db", sqlite_url]).output) == []
     bad = CliRunner().invoke(app, ["outbox", "retry", "99", "--db", sqlite_url])
     assert bad.exit_code == 1 and "không có thư số 99" in bad.output
 

@@ -120,6 +120,7 @@ ENV: dict[str, tuple[str, str]] = {
     "DONDOC_NOTIFY_BACKOFF_MAX_S": ("delivery", "backoff_max_s"),
     "DONDOC_NOTIFY_WEBHOOK_CONCURRENCY": ("delivery", "webhook_concurrency"),
     "DONDOC_NOTIFY_WEBHOOK_TIMEOUT": ("delivery", "webhook_timeout"),
+    "DONDOC_NOTIFY_DIGEST_MAX_ITEMS": ("delivery", "digest_max_items"),
     "DONDOC_TEMPLATES_DIR": ("delivery", "templates_dir"),
     "DONDOC_EVALUATE_HOUR": ("daemon", "evaluate_hour"),
     "DONDOC_DELIVER_EVERY_MINUTES": ("daemon", "deliver_every_minutes"),

@@ -191,26 +191,20 @@ def now(text: str | None = None) -> datetime:
     return clock.now()
 
 
-_PERIOD_FORMS = {"monthly": "yyyy-mm", "quarterly": "yyyy-Qn", "semiannual": "yyyy-Hn", "annual": "yyyy", "once": "once"}
+def check_period(pack: RulePack, obligation: str, period: str) -> str:
+    """The period key a user meant ("T11/2026", "Quý IV/2026", "2026-11" …, engine.periods), or
+    InvalidInput with the core's message: the forms this obligation takes and, for a period of
+    another report, which report it probably meant."""
+    from engine.periods import BadPeriod, normalise_period_text, period_for_key
 
-
-def check_period(pack: RulePack, obligation: str, period: str) -> None:
-    """Refuse a period key that cannot belong to the obligation before the core searches for it."""
+    key = normalise_period_text(period)
     ob = pack.obligations.get(obligation)
     if ob is None:
-        return   # the core names the unknown obligation
-    freq = ob.recurrence.freq
-    form = _PERIOD_FORMS.get(freq, "")
-    if period == "once" or freq == "once":
-        if period != "once" or freq != "once":
-            raise InvalidInput(f"kỳ “{period}” không hợp lệ cho “{obligation}” (báo cáo này dùng kỳ dạng {form or freq})")
-        return
-    m = re.match(r"^(\d{4})", period)
-    if not m:
-        raise InvalidInput(f"kỳ “{period}” không hợp lệ cho “{obligation}” (viết dạng {form or freq})")
-    year = int(m.group(1))
-    if not (MIN_YEAR <= year <= MAX_YEAR):
-        raise InvalidInput(f"kỳ “{period}”: năm {year} nằm ngoài khoảng năm hỗ trợ ({YEARS_VI})")
+        return key   # the core names the unknown obligation, with suggestions
+    try:
+        return period_for_key(ob, key, pack.obligations.values()).key
+    except BadPeriod as exc:
+        raise InvalidInput(f"--period: {exc}") from None
 
 
 # ─── rules ──────────────────────────────────────────────────────────────────────────────────────
@@ -258,8 +252,10 @@ def load_kpi_pack(pack: RulePack, kpi_dir: Path | None = None) -> KpiPack:
 
 
 def _unit_known(pack: RulePack, unit: str | None) -> None:
+    from engine.submissions import unknown_unit
+
     if unit is not None and unit not in pack.units:
-        raise InvalidInput(f"không có đơn vị “{unit}”; xem mã đơn vị trong rules/units.yaml")
+        raise InvalidInput(unknown_unit(pack, unit))
 
 
 # ─── deadlines and calendar ─────────────────────────────────────────────────────────────────────
@@ -360,7 +356,7 @@ def submit(settings: Settings, pack: RulePack, obligation: str, unit: str, perio
     from engine.submissions import SubmissionIn, record_submission
 
     check_year(submitted_on, "--date")
-    check_period(pack, obligation, period)
+    period = check_period(pack, obligation, period)
     with open_session(settings) as ses:
         row: InstanceRow = _core_input(lambda: record_submission(
             ses, pack, SubmissionIn(obligation=obligation, unit=unit, period=period, submitted_on=submitted_on,
@@ -374,19 +370,21 @@ def waive(settings: Settings, pack: RulePack, obligation: str, unit: str, period
     """Waive (or revoke the waiver of) one unit's report for one period; a reason is required."""
     from engine.submissions import record_waiver
 
-    check_period(pack, obligation, period)
+    period = check_period(pack, obligation, period)
     with open_session(settings) as ses:
         _core_input(lambda: record_waiver(ses, pack, obligation, unit, period, reason, now, actor, revoke))
 
 
-def import_submissions(settings: Settings, pack: RulePack, file: Path, now: datetime) -> int:
-    """All rows of a CSV or none; raises ImportRejected naming each bad row."""
-    from engine.submissions import import_submissions as _import
+def import_submissions(settings: Settings, pack: RulePack, file: Path, now: datetime, actor: str = "import"):
+    """All rows of a CSV or an xlsx tracking sheet or none; raises ImportRejected naming each bad
+    row (sheet and row). Returns engine.submissions.ImportSummary: rows already recorded exactly so
+    change nothing, so the same file imported twice writes nothing the second time."""
+    from engine.submissions import import_submission_file
 
     if not file.is_file():
         raise InvalidInput(f"không tìm thấy tệp {file}", exit_code=2)
     with open_session(settings) as ses:
-        return _core_input(lambda: _import(ses, pack, file, now))
+        return _core_input(lambda: import_submission_file(ses, pack, file, now, actor))
 
 
 @dataclass
@@ -835,3 +833,54 @@ def next_window_forecast(settings: Settings, pack: RulePack, now: datetime) -> W
         for r in routes_for(pack, n.recipient):
             groups.add((n.recipient, r.route))
     return WindowForecast(opens, len(groups), len({g[0] for g in groups}), notices + len(created), len(created))
+
+
+# ─── the tracking sheet: export open reports to Excel, import them back ─────────────────────────
+TRACKING_BACK_DAYS = 365     # `export tracking` without --from: reports due in the past year …
+TRACKING_AHEAD_DAYS = 30     # … and in the coming month
+
+
+def tracking_items(settings: Settings, pack: RulePack, now: datetime, start: date | None = None,
+                   end: date | None = None, unit: str | None = None) -> tuple[date, date, list[Any]]:
+    """The open reports (engine.tracking_xlsx.TrackingItem) due in [start, end]: the rules'
+    instances not recorded as submitted or waived, by due day, unit, report."""
+    from sqlalchemy import select as sa_select
+
+    from engine.state import InstanceRow
+    from engine.tracking_xlsx import TrackingItem
+
+    lo = start or now.date() - timedelta(days=TRACKING_BACK_DAYS)
+    hi = end or now.date() + timedelta(days=TRACKING_AHEAD_DAYS)
+    check_year(lo, "--from")
+    check_year(hi, "--to")
+    if hi < lo:
+        raise InvalidInput("--to phải sau --from", exit_code=2)
+    _unit_known(pack, unit)
+    planned = generate_instances(pack, lo, hi, unit=unit)
+    with open_session(settings) as ses:
+        closed = {tuple(k) for k in ses.execute(
+            sa_select(InstanceRow.obligation, InstanceRow.unit, InstanceRow.period)
+            .where(InstanceRow.closed == True, InstanceRow.due >= lo, InstanceRow.due <= hi)).all()}  # noqa: E712
+
+    def name(uid: str) -> str:
+        u = pack.units.get(uid)
+        return u.name if u is not None else uid
+
+    items = [TrackingItem(i.obligation, pack.obligations[i.obligation].title, i.unit, name(i.unit), i.period,
+                          i.period_label, i.due, name(i.recipient))
+             for i in planned if i.key not in closed]
+    items.sort(key=lambda i: (i.due, i.unit_name, i.obligation, i.period))
+    return lo, hi, items
+
+
+def export_tracking(settings: Settings, pack: RulePack, now: datetime, target: Path, start: date | None = None,
+                    end: date | None = None, unit: str | None = None) -> tuple[date, date, list[Any]]:
+    """Write the tracking sheet (engine.tracking_xlsx) of the open reports due in the window."""
+    from engine.tracking_xlsx import write_tracking_xlsx
+
+    if target.suffix.lower() != ".xlsx":
+        raise InvalidInput(f"--xlsx {target}: tên tệp phải có đuôi .xlsx", exit_code=2)
+    lo, hi, items = tracking_items(settings, pack, now, start, end, unit)
+    who = f" – {pack.units[unit].name}" if unit else ""
+    write_tracking_xlsx(items, target, f"{pack.info.name}: báo cáo chưa nộp{who}", (lo, hi))
+    return lo, hi, items

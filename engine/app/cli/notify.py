@@ -72,27 +72,49 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TH�
 
 @outbox_app.callback(invoke_without_command=True)
 def outbox_list(ctx: typer.Context,
-                failed: bool = typer.Option(False, "--failed", help="Chỉ các thư gửi không thành công."),
-                all_: bool = typer.Option(False, "--all", help="Cả các thư đã gửi và đã bỏ."),
+                state: Optional[list[str]] = typer.Option(
+                    None, "--state", metavar="TRẠNG_THÁI",
+                    help="Chỉ các thư ở trạng thái này: gửi (đã gửi), chờ (chờ gửi, chờ gửi lại), lỗi (gửi không "
+                         "thành công), bỏ (không gửi); hoặc mã sent, pending, retry, failed, dropped. Lặp lại hoặc "
+                         "viết cách nhau bằng dấu phẩy để chọn nhiều trạng thái."),
+                unit: Optional[str] = typer.Option(None, "--unit", metavar="ĐƠN_VỊ",
+                                                   help="Chỉ thư gửi đơn vị này (mã hoặc tên đơn vị)."),
+                day: Optional[str] = typer.Option(None, "--day", metavar="NGÀY",
+                                                  help="Chỉ thư gửi (hoặc, chưa gửi được, xử lý lần cuối) trong ngày "
+                                                       "này, dạng dd/mm/yyyy."),
+                failed: bool = typer.Option(False, "--failed", help="Chỉ các thư gửi không thành công (như --state lỗi)."),
+                all_: bool = typer.Option(False, "--all", help="Mọi thư, kể cả thư không gửi vì không còn cần nhắc."),
                 limit: int = typer.Option(500, "--limit", metavar="SỐ_THƯ", help="Số thư tối đa được liệt kê."),
                 as_json: bool = JsonOpt, db: Optional[str] = DbOpt) -> None:
-    """Liệt kê thư chờ gửi, chờ gửi lại và gửi không thành công (kèm lý do)."""
+    """Liệt kê thư đã gửi, chờ gửi, chờ gửi lại và gửi không thành công (mới nhất trước), kèm thời điểm,
+    tệp .eml (khi chưa cấu hình máy chủ SMTP) và lý do."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = services.outbox_list(cfg(db=db), failed_only=failed, include_sent=all_, limit=limit)
+    rows = services.outbox_list(cfg(db=db), failed_only=failed, include_sent=all_, limit=limit, states=state,
+                                unit=unit, day=day)
     if as_json:
         dump_json(rows)
         return
-    t = Table(title="Thư gửi không thành công" if failed else "Hộp thư đi")
-    for c in ("Số", "Nơi nhận", "Kênh", "Trạng thái", "Lần thử", "Gửi lại lúc", "Số mục", "Lý do"):
+    what = [f"trạng thái {', '.join(state)}"] if state else (["gửi không thành công"] if failed else [])
+    what += [f"đơn vị {rows[0]['recipient_name'] if rows else unit}"] if unit else []
+    what += [f"ngày {day}"] if day else []
+    t = Table(title="Hộp thư đi" + (f" ({'; '.join(what)})" if what else ""))
+    for c in ("Số", "Nơi nhận", "Kênh", "Trạng thái", "Thời điểm", "Lần thử", "Gửi lại lúc", "Số mục", "Tệp",
+              "Lý do"):
         t.add_column(c, overflow="fold")
     for r in rows:
-        nxt = datetime.fromisoformat(str(r["next_attempt_at"])).astimezone(clock.TZ).strftime("%d/%m/%Y %H:%M") if r["next_attempt_at"] else ""
         chan = "E-mail" if r["channel"] == "email" else f"Webhook {r['target'] or ''}"
-        t.add_row(str(r["id"]), str(r["recipient_name"]), chan, str(r["status_vi"]), str(r["attempts"]), nxt,
-                  str(len(r["notices"])), str(r["reason"] or ""))  # type: ignore[arg-type]
+        if r["kpi_summary"]:
+            chan += " (tổng hợp chỉ tiêu)"
+        t.add_row(str(r["id"]), str(r["recipient_name"]), chan, str(r["status_vi"]), str(r["at_vi"]),
+                  str(r["attempts"]), str(r["next_attempt_vi"] or ""), str(len(r["notices"])),  # type: ignore[arg-type]
+                  str(r["file_name"] or ""), str(r["reason"] or ""))
     out.print(t)
-    out.print(f"{len(rows)} thư." + (" Gửi lại: dondoc outbox retry SỐ" if any(r["status"] == "failed" for r in rows) else ""))
+    by_state: dict[str, int] = {}
+    for r in rows:
+        by_state[str(r["status_vi"])] = by_state.get(str(r["status_vi"]), 0) + 1
+    tally = f": {', '.join(f'{k.lower()} {v}' for k, v in by_state.items())}" if by_state else ""
+    out.print(f"{len(rows)} thư{tally}." + (" Gửi lại: dondoc outbox retry SỐ" if any(r["status"] == "failed" for r in rows) else ""))
 
 
 @outbox_app.command("retry")
