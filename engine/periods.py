@@ -130,13 +130,13 @@ def accepted_forms(obligation: Obligation, year: int | None = None) -> str:
     return f"“{obligation.id}” ({obligation.title}) là {what}, kỳ viết dạng {text}"
 
 
-def period_for_key(obligation: Obligation, key: str, others: Iterable[Obligation] = ()) -> Period:
+def period_for_key(obligation: Obligation, key: object, others: Iterable[Obligation] = ()) -> Period:
     """The period a user named (``--period``, a CSV cell), or BadPeriod saying which forms THIS
     obligation takes; when the key has another frequency's form, it also names obligations of
     `others` that take that form (the user probably meant one of them)."""
     from engine.limits import YEARS_VI, year_ok
 
-    key = key.strip()
+    key = normalise_period_text(key)     # "T11/2026", "Quý IV/2026", an Excel date cell …
     rec = obligation.recurrence
     freq = rec.freq
     form = _form_of(key)
@@ -200,3 +200,74 @@ def _siblings_first(obligation: Obligation, others: list[Obligation]) -> list[Ob
 def _names(obligations: list[Obligation], limit: int = 2) -> str:
     shown = ", ".join(f"“{o.id}” ({o.title})" for o in obligations[:limit])
     return shown + ("…" if len(obligations) > limit else "")
+
+
+# ─── the forms people write ─────────────────────────────────────────────────────────────────────
+_ROMAN_Q = {"i": 1, "ii": 2, "iii": 3, "iv": 4}
+_EN_MONTHS = {m: n for n, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                                          "nov", "dec"), start=1)}
+
+
+def fold(text: str) -> str:
+    """Lower case without Vietnamese diacritics ("Quý IV" → "quy iv", "Đơn vị" → "don vi"): what a
+    secretary types without an input method, and the form names are compared in."""
+    import unicodedata
+
+    text = text.replace("đ", "d").replace("Đ", "D")
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)).lower()
+
+
+def _year(text: str) -> int:
+    y = int(text)
+    return 2000 + y if len(text) == 2 else y
+
+
+# (pattern over the folded, space-normalised text, builder of the key). Order matters: first match wins.
+_TEXT_FORMS: list[tuple[re.Pattern[str], object]] = [
+    # months: 2026-11, 2026/11, 11/2026, 11-2026, T11/2026, Tháng 11/2026, tháng 11 năm 2026
+    (re.compile(r"(\d{4})[-/.](\d{1,2})"), lambda m: f"{m[1]}-{int(m[2]):02d}"),
+    (re.compile(r"(?:thang|t)?\s*(\d{1,2})\s*(?:[-/.]|nam)\s*(\d{4})"), lambda m: f"{m[2]}-{int(m[1]):02d}"),
+    # what Excel shows for a typed "2026-11": Nov-26 (also Nov-2026, Nov 2026, November 2026)
+    (re.compile(r"([a-z]{3})[a-z]*[-/ ]?(\d{2}|\d{4})"),
+     lambda m: f"{_year(m[2])}-{_EN_MONTHS[m[1]]:02d}" if m[1] in _EN_MONTHS else None),
+    # quarters: 2026-Q4, Q4/2026, Q4-2026, Quý IV/2026, Quý 4/2026, quý 4 năm 2026
+    (re.compile(r"(\d{4})\s*-?\s*q\s*([1-4])"), lambda m: f"{m[1]}-Q{m[2]}"),
+    (re.compile(r"(?:quy|q)\s*(iv|iii|ii|i|[1-4])\s*(?:[-/.]|nam)?\s*(\d{4})"),
+     lambda m: f"{m[2]}-Q{_ROMAN_Q.get(m[1]) or int(m[1])}"),
+    # halves: 2026-H1, H1/2026, 6 tháng đầu năm 2026, 6 tháng cuối năm 2026 (also "sáu tháng …")
+    (re.compile(r"(\d{4})\s*-?\s*h\s*([12])"), lambda m: f"{m[1]}-H{m[2]}"),
+    (re.compile(r"h\s*([12])\s*[-/.]?\s*(\d{4})"), lambda m: f"{m[2]}-H{m[1]}"),
+    (re.compile(r"(?:6|sau) thang (dau|cuoi) (?:nam )?(\d{4})"),
+     lambda m: f"{m[2]}-H{1 if m[1] == 'dau' else 2}"),
+    # years: 2026, Năm 2026
+    (re.compile(r"(?:nam\s*)?(\d{4})"), lambda m: m[1]),
+]
+
+
+def normalise_period_text(value: object) -> str:
+    """The period key (2026-11, 2026-Q4, 2026-H1, 2026 …) for any form a secretary or a spreadsheet
+    writes: "11/2026", "T11/2026", "Tháng 11/2026", "Q4/2026", "Quý IV/2026", "6 tháng đầu năm 2026",
+    "Năm 2026", and what Excel makes of a typed "2026-11" (a date cell → its month; the text "Nov-26").
+
+    One parser for `--period`, CSV and xlsx cells. Text of no known form is returned stripped, so
+    :func:`period_for_key` can say which forms the obligation takes; it never raises."""
+    if isinstance(value, datetime):
+        value = value.date()
+    if isinstance(value, date):
+        # Excel stores a typed "2026-11" as the date 01/11/2026; another day is not a period.
+        return f"{value:%Y-%m}" if value.day == 1 else f"{value:%d/%m/%Y}"
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, (int, float)):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    text = str(value).strip()
+    if text == "once" or _KEY_FORMS["every_n_months"][0].fullmatch(text):
+        return text
+    folded = re.sub(r"\s+", " ", fold(text)).strip()
+    for pattern, build in _TEXT_FORMS:
+        m = pattern.fullmatch(folded)
+        if m:
+            key = build(m)   # type: ignore[operator]
+            if key is not None:
+                return key
+    return text

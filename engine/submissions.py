@@ -1,14 +1,19 @@
 """Recording what units submitted (or were excused from), with an audit trail.
 
-CSV imports are all-or-nothing: every row is validated before any is written, and the write is
-one short transaction (see import_submissions), so a big file never holds the database for long.
+Imports (CSV, or an xlsx such as the tracking sheet of engine/tracking_xlsx.py) are all-or-nothing: every row
+is validated before any is written, and the write is one short transaction (see
+import_submissions), so a big file never holds the database for long. A row identical to the
+submission already recorded (same date, number, note) changes nothing, so importing the same file
+twice is harmless; a different date or number is a correction, audited.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +30,10 @@ from sqlmodel import Session, select
 from engine.clock import BadDate, parse_date
 from engine.instances import Instance, generate_instances
 from engine.limits import YEARS_VI, year_ok
-from engine.periods import BadPeriod, period_for_key
+from engine.periods import BadPeriod, fold, normalise_period_text, period_for_key
 from engine.rules_loader import RulePack
 from engine.state import AuditRow, InstanceRow, SubmissionRow, WaiverRow
+from engine.sheet_rows import cell_date, cell_text, match_columns, read_rows
 
 
 class InputError(ValueError):
@@ -43,20 +49,70 @@ class SubmissionIn(BaseModel):
     note: str | None = None
 
 
+# ─── "có phải … không?" ───────────────────────────────────────────────────────────────────────
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", fold(text)).strip("-")
+
+
+def did_you_mean(text: str, choices: dict[str, str], limit: int = 3) -> list[str]:
+    """The ids a mistyped id most likely meant: compared without accents, case or punctuation with
+    each id AND its name ("so tai chinh", "Sở Tài chính", "so-tai-chin" → so-tai-chinh)."""
+    want = _slug(text)
+    if not want:
+        return []
+    scored: list[tuple[float, str]] = []
+    for cid, name in choices.items():
+        best = 0.0
+        for form in {_slug(cid), _slug(name)}:
+            if not form:
+                continue
+            if form == want:
+                best = 2.0
+                break
+            ratio = difflib.SequenceMatcher(None, want, form).ratio()
+            if len(want) >= 4 and want in form:          # "tai-chinh" inside "so-tai-chinh"
+                ratio = max(ratio, 0.8)
+            best = max(best, ratio)
+        if best >= 0.6:
+            scored.append((best, cid))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    best = scored[0][0] if scored else 0.0
+    return [cid for score, cid in scored[:limit] if score >= best - 0.1]   # a clear winner stands alone
+
+
+def unknown_message(what: str, text: str, choices: dict[str, str], where: str) -> str:
+    """“không có đơn vị “so tai chinh” trong bộ quy tắc; có phải “so-tai-chinh” (Sở Tài chính) không?”"""
+    msg = f"không có {what} “{text}” trong bộ quy tắc"
+    hits = did_you_mean(text, choices)
+    if hits:
+        return msg + "; có phải " + " hay ".join(f"“{h}” ({choices[h]})" for h in hits) + " không?"
+    return msg + f"; xem mã trong {where}"
+
+
+def unknown_unit(pack: RulePack, unit: str) -> str:
+    return unknown_message("đơn vị", unit, {u: x.name for u, x in pack.units.items()}, "rules/units.yaml")
+
+
+def unknown_obligation(pack: RulePack, obligation: str) -> str:
+    return unknown_message("nghĩa vụ báo cáo", obligation, {o: x.title for o, x in pack.obligations.items()},
+                           "dondoc deadlines (cột “Mã báo cáo / kỳ”)")
+
+
 def plan_instance(pack: RulePack, obligation: str, unit: str, period: str,
                   _cache: dict | None = None) -> Instance:
     """The instance the rules define for (obligation, unit, period), without touching the database;
     InputError says what is wrong (unknown obligation or unit, a period the obligation cannot have,
     a unit that does not owe that period). `_cache` (a dict) speeds up bulk validation."""
     if obligation not in pack.obligations:
-        raise InputError(f"không có nghĩa vụ báo cáo “{obligation}” trong bộ quy tắc")
+        raise InputError(unknown_obligation(pack, obligation))
     if unit not in pack.units:
-        raise InputError(f"không có đơn vị “{unit}” trong bộ quy tắc")
+        raise InputError(unknown_unit(pack, unit))
     ob = pack.obligations[obligation]
     try:
         p = period_for_key(ob, period, pack.obligations.values())
     except BadPeriod as exc:
         raise InputError(str(exc)) from None
+    period = p.key
     cache = _cache if _cache is not None else {}
     if "calc" not in cache:
         cache["calc"] = pack.due_calculator()
@@ -87,9 +143,10 @@ def _instance_values(inst: Instance, pack: RulePack, now: datetime) -> dict[str,
 def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: str, period: str) -> InstanceRow:
     """The instance row, created from the rules if it predates sync (e.g. before tracking start)."""
     if obligation not in pack.obligations:
-        raise InputError(f"không có nghĩa vụ báo cáo “{obligation}” trong bộ quy tắc")
+        raise InputError(unknown_obligation(pack, obligation))
     if unit not in pack.units:
-        raise InputError(f"không có đơn vị “{unit}” trong bộ quy tắc")
+        raise InputError(unknown_unit(pack, unit))
+    period = normalise_period_text(period)
     row = session.exec(select(InstanceRow).where(InstanceRow.obligation == obligation, InstanceRow.unit == unit,
                                                  InstanceRow.period == period)).first()
     if row is not None:
@@ -185,10 +242,12 @@ def record_waiver(session: Session, pack: RulePack, obligation: str, unit: str, 
 
 # --- CSV import -------------------------------------------------------------------------------
 
+# Aliases in order of preference (compared without case or accents): in the tracking sheet "Mã kỳ"
+# holds the code and "Kỳ" the label, "Mã đơn vị" the code and "Đơn vị" the name.
 _COLUMNS = {
-    "obligation": ("obligation", "nghia_vu", "nghĩa vụ", "ma_bao_cao", "mã báo cáo"),
-    "unit": ("unit", "don_vi", "đơn vị", "ma_don_vi", "mã đơn vị"),
-    "period": ("period", "ky", "kỳ"),
+    "obligation": ("obligation", "ma_bao_cao", "mã báo cáo", "mã nghĩa vụ", "nghia_vu", "nghĩa vụ"),
+    "unit": ("unit", "ma_don_vi", "mã đơn vị", "don_vi", "đơn vị"),
+    "period": ("period", "ma_ky", "mã kỳ", "ky", "kỳ"),
     "date": ("date", "submitted_on", "ngay_nop", "ngày nộp"),
     "ref": ("ref", "so_ky_hieu", "số ký hiệu"),
     "note": ("note", "ghi_chu", "ghi chú"),
@@ -199,9 +258,11 @@ _COLUMNS = {
 class RowError:
     line: int
     message: str
+    sheet: str | None = None        # the xlsx sheet the row is on
 
     def __str__(self) -> str:
-        return f"dòng {self.line}: {self.message}"
+        where = f"trang “{self.sheet}”, dòng {self.line}" if self.sheet else f"dòng {self.line}"
+        return f"{where}: {self.message}"
 
 
 class ImportRejected(Exception):
@@ -227,13 +288,7 @@ def open_csv(path: Path, columns: dict[str, tuple[str, ...]], required: tuple[st
         header = next(reader)
     except StopIteration:
         raise ImportRejected(str(path), [RowError(1, "tệp rỗng")]) from None
-    norm = [h.strip().lower() for h in header]
-    cols: dict[str, int] = {}
-    for name, aliases in columns.items():
-        for i, h in enumerate(norm):
-            if h in aliases:
-                cols[name] = i
-                break
+    cols = match_columns(header, columns)
     missing = [n for n in required if n not in cols]
     if missing:
         raise ImportRejected(str(path), [RowError(1, "thiếu cột " + ", ".join(missing) +
@@ -274,16 +329,67 @@ class _PlannedSubmission:
     detail: str                      # audit_log.detail (JSON)
 
 
-def _validate_submissions(path: Path, pack: RulePack, now: datetime, session: Session) -> tuple[list[_PlannedSubmission], int]:
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import did: reports recorded for the first time, corrected, already recorded as
+    written (nothing changed), and sheet rows passed over because "Ngày nộp" is empty."""
+    submitted: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.submitted + self.corrected
+
+    def as_dict(self) -> dict[str, int]:
+        return {"submitted": self.submitted, "corrected": self.corrected, "unchanged": self.unchanged,
+                "skipped": self.skipped}
+
+
+_HEADER_HINT = "obligation, unit, period, date[, ref, note] hoặc Mã báo cáo, Mã đơn vị, Mã kỳ, Ngày nộp[, Số ký hiệu]"
+
+
+def is_xlsx(path: Path) -> bool:
+    return path.suffix.lower() in (".xlsx", ".xlsm")
+
+
+def _read_raw(path: Path, errors: list[RowError]) -> tuple[list[tuple[str | None, int, dict[str, object]]], list[str]]:
+    """(sheet or None, row/line, cells by column name) of a CSV or an xlsx; structural problems
+    (not a spreadsheet, no header) are rejected at once."""
+    if not is_xlsx(path):
+        reader, cols = open_csv(path, _COLUMNS, ("obligation", "unit", "period", "date"), _HEADER_HINT)
+        return [(None, line, {n: (values[i] if i < len(values) else "") for n, i in cols.items()})
+                for line, values in csv_rows(reader, errors)], []
+    got = read_rows(path, _COLUMNS, ("obligation", "unit", "period", "date"), _HEADER_HINT)
+    if got.problems:
+        raise ImportRejected(str(path), [RowError(r, why, sh) for sh, r, why in got.problems])
+    return got.rows, got.sheets
+
+
+def _validate_submissions(path: Path, pack: RulePack, now: datetime, session: Session
+                          ) -> tuple[list[_PlannedSubmission], int, ImportSummary]:
     """Every row checked with reads only (no write lock); ImportRejected lists each bad row.
-    Returns the plan and the highest submission id seen (to detect a concurrent change)."""
-    reader, cols = open_csv(path, _COLUMNS, ("obligation", "unit", "period", "date"),
-                            "obligation, unit, period, date[, ref, note]")
+    Returns the plan (rows that change something), the highest submission id seen (to detect a
+    concurrent change) and what the rows amount to."""
     errors: list[RowError] = []
-    raw: list[tuple[int, dict[str, str]]] = []
-    for line, values in csv_rows(reader, errors):
-        raw.append((line, {n: (values[i].strip() if i < len(values) else "") for n, i in cols.items()}))
-    obligations = sorted({r["obligation"] for _, r in raw if r.get("obligation")})
+    cells, sheets = _read_raw(path, errors)
+    sheet_order = {name: n for n, name in enumerate(sheets)}
+    xlsx = is_xlsx(path)
+    raw: list[tuple[str | None, int, dict[str, str], object]] = []
+    skipped = 0
+    for sheet, line, r in cells:
+        text = {n: cell_text(v) for n, v in r.items() if n != "period"}
+        text["period"] = normalise_period_text(r.get("period")) if r.get("period") is not None else ""
+        day_cell = cell_date(r.get("date")) if xlsx else text.get("date", "")
+        if xlsx and day_cell == "":
+            if text.get("ref") or text.get("note"):   # a number written without its date is a slip, not "not yet"
+                errors.append(RowError(line, "có Số ký hiệu/Ghi chú nhưng chưa ghi Ngày nộp", sheet))
+            else:
+                skipped += 1                            # not received yet: the row stays open
+            continue
+        raw.append((sheet, line, text, day_cell))
+    obligations = sorted({r["obligation"] for _, _, r, _ in raw if r.get("obligation")})
     snapshot = session.scalar(sa_select(func.coalesce(func.max(SubmissionRow.id), 0)))
     existing: dict[tuple[str, str, str], tuple[int, date, str]] = {}
     for ob_chunk in chunks(obligations, 500):
@@ -293,22 +399,22 @@ def _validate_submissions(path: Path, pack: RulePack, now: datetime, session: Se
         for iid, ob, unit, period, start, end, due, c_start, label in session.execute(q):
             existing[(ob, unit, period)] = (iid, earliest_submission(start, end, due, c_start), label)
     cache: dict = {}
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str], str] = {}
     good: list[tuple[int, SubmissionIn, int | None, Instance | None]] = []
-    for line, r in raw:
+    for sheet, line, r, day_cell in raw:
         try:
             for label in ("obligation", "unit", "period", "date"):
-                if not r.get(label):
+                if not r.get(label) and not (label == "date" and isinstance(day_cell, date)):
                     raise InputError(f"cột {label} để trống")
             ob, unit, period = r["obligation"], r["unit"], r["period"]
-            day = parse_date(r["date"])
+            day = day_cell if isinstance(day_cell, date) else parse_date(str(day_cell))
             key = (ob, unit, period)
             if key in seen:
-                raise InputError(f"trùng với dòng {seen[key]} (cùng báo cáo, đơn vị, kỳ)")
+                raise InputError(f"trùng với {seen[key]} (cùng báo cáo, đơn vị, kỳ)")
             if ob not in pack.obligations:
-                raise InputError(f"không có nghĩa vụ báo cáo “{ob}” trong bộ quy tắc")
+                raise InputError(unknown_obligation(pack, ob))
             if unit not in pack.units:
-                raise InputError(f"không có đơn vị “{unit}” trong bộ quy tắc")
+                raise InputError(unknown_unit(pack, unit))
             found = existing.get(key)
             if found is not None:
                 iid, start, plabel, new = found[0], found[1], found[2], None
@@ -319,37 +425,42 @@ def _validate_submissions(path: Path, pack: RulePack, now: datetime, session: Se
             _check_day(day, start, plabel, now)
             sub = SubmissionIn(obligation=ob, unit=unit, period=period, submitted_on=day,
                                ref=r.get("ref") or None, note=r.get("note") or None)
-            seen[key] = line
+            seen[key] = (f"trang “{sheet}” dòng {line}" if sheet is not None and len(sheets) > 1 else f"dòng {line}")
             good.append((line, sub, iid, new))
         except (InputError, BadDate) as exc:
-            errors.append(RowError(line, str(exc)))
+            errors.append(RowError(line, str(exc), sheet))
     if errors:
         session.rollback()
-        raise ImportRejected(str(path), sorted(errors, key=lambda e: e.line))
+        raise ImportRejected(str(path), sorted(errors, key=lambda e: (sheet_order.get(e.sheet or "", -1), e.line)))
     # Corrections: what each row replaces, for the audit trail (read now, checked again at write).
-    previous: dict[int, list[tuple[date, str | None]]] = {}
+    previous: dict[int, list[tuple[date, str | None, str | None]]] = {}
     ids = [iid for _, _, iid, _ in good if iid is not None]
     for chunk in chunks(ids, 5000):
-        q = (sa_select(SubmissionRow.instance_id, SubmissionRow.submitted_on, SubmissionRow.ref)
+        q = (sa_select(SubmissionRow.instance_id, SubmissionRow.submitted_on, SubmissionRow.ref, SubmissionRow.note)
              .where(SubmissionRow.instance_id.in_(chunk), SubmissionRow.active == True)  # noqa: E712
              .order_by(SubmissionRow.id))
-        for iid, on, ref in session.execute(q):
-            previous.setdefault(iid, []).append((on, ref))
+        for iid, on, ref, note in session.execute(q):
+            previous.setdefault(iid, []).append((on, ref or None, note or None))
     session.rollback()   # end the read transaction
     plan: list[_PlannedSubmission] = []
+    counts = {"submit": 0, "correct": 0, "same": 0}
     for line, sub, iid, new in good:
-        detail: dict[str, object] = {"submitted_on": sub.submitted_on.isoformat(), "ref": sub.ref, "note": sub.note}
         prev = previous.get(iid, []) if iid is not None else []
+        if prev == [(sub.submitted_on, sub.ref, sub.note)]:
+            counts["same"] += 1          # already recorded exactly so: importing it again changes nothing
+            continue
+        detail: dict[str, object] = {"submitted_on": sub.submitted_on.isoformat(), "ref": sub.ref, "note": sub.note}
         if prev:
-            detail["replaces"] = [{"submitted_on": on.isoformat(), "ref": ref} for on, ref in prev]
-        plan.append(_PlannedSubmission(line, sub, iid, new, "correct" if prev else "submit",
-                                       json.dumps(detail, ensure_ascii=False)))
-    return plan, snapshot
+            detail["replaces"] = [{"submitted_on": on.isoformat(), "ref": ref} for on, ref, _ in prev]
+        action = "correct" if prev else "submit"
+        counts[action] += 1
+        plan.append(_PlannedSubmission(line, sub, iid, new, action, json.dumps(detail, ensure_ascii=False)))
+    return plan, snapshot, ImportSummary(counts["submit"], counts["correct"], counts["same"], skipped)
 
 
 def parse_submissions_csv(path: Path, pack: RulePack, now: datetime, session: Session) -> list[tuple[int, SubmissionIn]]:
     """Validate every row; raise ImportRejected listing each bad row by its line number."""
-    plan, _ = _validate_submissions(path, pack, now, session)
+    plan, _, _ = _validate_submissions(path, pack, now, session)
     return [(p.line, p.sub) for p in plan]
 
 
@@ -362,7 +473,13 @@ STAGE_BATCH = 5000
 
 
 def import_submissions(session: Session, pack: RulePack, path: Path, now: datetime, actor: str = "import") -> int:
-    """All rows or none, without holding the database's write lock for long (a 100k-row file must not
+    """All rows or none (see import_submission_file); returns how many reports were recorded or corrected."""
+    return import_submission_file(session, pack, path, now, actor).written
+
+
+def import_submission_file(session: Session, pack: RulePack, path: Path, now: datetime,
+                           actor: str = "import") -> ImportSummary:
+    """A CSV or an xlsx tracking sheet, all rows or none, without holding the database's write lock for long (a 100k-row file must not
     stop the daemon, issue 10 item 3):
 
     1. validate every row with reads only (no write transaction);
@@ -375,9 +492,9 @@ def import_submissions(session: Session, pack: RulePack, path: Path, now: dateti
     actually replace).
     """
     for _attempt in range(3):
-        plan, snapshot = _validate_submissions(path, pack, now, session)
-        if _write_submissions(session, pack, plan, snapshot, now, actor):
-            return len(plan)
+        plan, snapshot, summary = _validate_submissions(path, pack, now, session)
+        if not plan or _write_submissions(session, pack, plan, snapshot, now, actor):
+            return summary
     raise InputError("cơ sở dữ liệu đang được ghi liên tục vào chính các báo cáo này; hãy nhập lại sau ít phút")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def smtp():
     ctl.start()
     yield handler, ctl.port
     ctl.stop()
+
+
+@pytest.fixture
+def seed_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI on a fresh state: seed rules and calendar, an empty SQLite file, mail to a folder, and
+    no DONDOC_* setting of the machine running the tests (a developer's shell must not leak in)."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("DONDOC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DONDOC_RULES_DIR", str(RULES))
+    monkeypatch.setenv("DONDOC_CALENDAR_DIR", str(CALENDAR))
+    monkeypatch.setenv("DONDOC_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.setenv("DONDOC_MAIL_DIR", str(tmp_path / "mail-out"))
+    return tmp_path
 
 
 @pytest.fixture

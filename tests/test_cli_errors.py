@@ -25,16 +25,9 @@ NOW = "2026-11-26"
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh state: seed rules and calendar, an empty SQLite file, mail to a folder, fixed time."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DONDOC_RULES_DIR", str(RULES))
-    monkeypatch.setenv("DONDOC_CALENDAR_DIR", str(CALENDAR))
-    monkeypatch.setenv("DONDOC_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    monkeypatch.setenv("DONDOC_MAIL_DIR", str(tmp_path / "mail-out"))
-    monkeypatch.delenv("DONDOC_SMTP_HOST", raising=False)
-    monkeypatch.delenv("DONDOC_NOW", raising=False)
-    return tmp_path
+def env(seed_env: Path) -> Path:
+    """A fresh state: seed rules and calendar, an empty SQLite file, mail to a folder."""
+    return seed_env
 
 
 def run(*args: str):

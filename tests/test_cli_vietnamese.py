@@ -56,17 +56,10 @@ def test_the_scanner_flags_what_typer_prints_in_english() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(seed_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh state with the seed rules; a wide terminal so no word is folded across lines."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DONDOC_RULES_DIR", str(RULES))
-    monkeypatch.setenv("DONDOC_CALENDAR_DIR", str(CALENDAR))
-    monkeypatch.setenv("DONDOC_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    monkeypatch.setenv("DONDOC_MAIL_DIR", str(tmp_path / "mail-out"))
     monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("DONDOC_SMTP_HOST", raising=False)
-    monkeypatch.delenv("DONDOC_NOW", raising=False)
-    return tmp_path
+    return seed_env
 
 
 def walk(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

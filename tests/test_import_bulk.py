@@ -154,7 +154,9 @@ def test_reimport_corrects_with_audit_trail(tmp_path: Path, db_url: str, pack) -
     g, n = _submissions_csv(tmp_path, db_url, pack, 5)
     with session(db_url) as s:
         import_submissions(s, pack, g, NOW)
-        import_submissions(s, pack, g, NOW)
+        assert import_submissions(s, pack, g, NOW) == 0      # the same file again changes nothing (issue 11)
+        g.write_text(g.read_text(encoding="utf-8").replace("/BC", "/BC-dc"), encoding="utf-8")
+        import_submissions(s, pack, g, NOW)                  # new numbers: corrections, audited
         subs = s.exec(select(SubmissionRow).order_by(SubmissionRow.id)).all()
         actions = [a.action for a in s.exec(select(AuditRow).where(AuditRow.entity == "instance").order_by(AuditRow.id))]
     assert [x.active for x in subs] == [False] * n + [True] * n

@@ -138,3 +138,44 @@ def test_out_of_range_periods_and_dates_on_the_command_line_are_messages(db_url:
         assert "2000–2100" in r.output, (args, r.output)
     r = _run(db_url, "submit", "--unit", "skhcn", "--obligation", "thang", "--period", "2026-02", "--date", "2026-02-23")
     assert r.exit_code == 0, r.output
+
+
+def _audit(db_url: str) -> list[str]:
+    with session(db_url) as s:
+        return [a.action for a in s.exec(select(AuditRow).where(AuditRow.entity == "instance").order_by(AuditRow.id))]
+
+
+def test_the_same_csv_twice_changes_nothing_and_says_so(tmp_path: Path, db_url: str, minipack) -> None:
+    """It used to write the rows again and audit each as a correction (duplicate rows, six audit entries)."""
+    _prepare(db_url, minipack)
+    f = tmp_path / "nop.csv"
+    f.write_text("obligation,unit,period,date,ref,note\n"
+                 "thang,skhcn,2026-01,19/01/2026,01/BC-SKHCN,Báo cáo tháng 1\n"
+                 "thang,skhcn,2026-02,24/02/2026,02/BC-SKHCN,\n", encoding="utf-8")
+    assert _run(db_url, "import", "submissions", str(f)).exit_code == 0
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 0 and "Không thay đổi: 2 báo cáo đã có" in r.output, r.output
+    assert _count(db_url) == 2 and _audit(db_url) == ["submit", "submit"]
+    # A different number for one of them is a correction, audited; the other row stays as it was.
+    f.write_text(f.read_text(encoding="utf-8").replace("02/BC-SKHCN", "02a/BC-SKHCN"), encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 0 and "đính chính 1" in r.output and "1 báo cáo đã có, không thay đổi" in r.output, r.output
+    assert _count(db_url) == 3 and _audit(db_url) == ["submit", "submit", "correct"]
+
+
+def test_csv_period_cells_in_the_forms_people_and_excel_write(tmp_path: Path, db_url: str, minipack) -> None:
+    """"Jan-26" is what Excel shows (and saves to CSV) for a typed "2026-01"; "T02/2026" as people write it."""
+    _prepare(db_url, minipack)
+    f = tmp_path / "nop.csv"
+    f.write_text("nghia_vu;don_vi;ky;ngay_nop\nthang;skhcn;Jan-26;19/01/2026\nthang;skhcn;T02/2026;24/02/2026\n"
+                 "thang;skhcn;Tháng 01/2026;19/01/2026\n", encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 1 and "dòng 4:" in r.output and "trùng với dòng 2" in r.output, r.output
+    f.write_text("\n".join(f.read_text(encoding="utf-8").splitlines()[:3]) + "\n", encoding="utf-8")
+    r = _run(db_url, "import", "submissions", str(f))
+    assert r.exit_code == 0, r.output
+    with session(db_url) as s:
+        from engine.state import InstanceRow
+
+        periods = sorted(s.get(InstanceRow, x.instance_id).period for x in s.exec(select(SubmissionRow)).all())
+    assert periods == ["2026-01", "2026-02"]

@@ -74,15 +74,9 @@ def in_use_since(s: Settings, day: date) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(seed_env: Path) -> Path:
     """The CLI on a fresh state with the seed rules live."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DONDOC_RULES_DIR", str(RULES))
-    monkeypatch.setenv("DONDOC_CALENDAR_DIR", str(CALENDAR))
-    monkeypatch.setenv("DONDOC_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    monkeypatch.delenv("DONDOC_NOW", raising=False)
-    monkeypatch.delenv("DONDOC_TRACKING_START", raising=False)
-    return tmp_path
+    return seed_env
 
 
 def run(*args: str):

@@ -233,3 +233,14 @@ def test_a_plan_due_inside_its_own_period_may_be_signed_before_the_period(db_url
         row = record_submission(s, pack, SubmissionIn(obligation=plan.obligation, unit=plan.unit, period="2027",
                                                       submitted_on=date(2026, 12, 15)), now)
     assert row.closed and row.submitted_on == date(2026, 12, 15)
+
+
+def test_a_period_written_as_people_write_it_is_recorded_under_its_key(db_url: str, minipack) -> None:
+    now = at("2026-03-20T07:00")
+    with session(db_url) as s:
+        sync_instances(s, minipack, now)
+        row = record_submission(s, minipack, SubmissionIn(obligation="thang", unit="skhcn", period="Tháng 02/2026",
+                                                          submitted_on=date(2026, 2, 20)), now)
+        assert row.period == "2026-02" and row.closed
+        assert len(s.exec(select(InstanceRow).where(InstanceRow.obligation == "thang", InstanceRow.unit == "skhcn",
+                                                    InstanceRow.period == "2026-02")).all()) == 1

@@ -204,7 +204,7 @@ def check_period(pack: RulePack, obligation: str, period: str) -> str:
     try:
         return period_for_key(ob, key, pack.obligations.values()).key
     except BadPeriod as exc:
-        raise InvalidInput(f"--period: {exc}") from None
+        raise InvalidInput(f"--period không hợp lệ: {exc}") from None
 
 
 # ─── rules ──────────────────────────────────────────────────────────────────────────────────────

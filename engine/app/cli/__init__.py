@@ -2,7 +2,8 @@
 
 Commands only parse arguments, call one service (engine/app/services.py) and print. Each area lives
 in its own module and registers on the root ``app`` when imported here (explicit imports, no plugin
-lookup): rules, deadlines and calendar, state (sync, submit, waive, import, status), evaluate and
+lookup): rules, deadlines and calendar, state (sync, submit, waive, import, status), backlog, export
+(the xlsx tracking sheet), evaluate and
 simulate, notify and outbox, KPI, run and doctor. Shared options, consoles and the one error
 handler are in :mod:`engine.app.cli.common`.
 """
@@ -20,6 +21,7 @@ from engine.app.cli import rules as _rules  # noqa: E402,F401
 from engine.app.cli import deadlines as _deadlines  # noqa: E402,F401
 from engine.app.cli import state as _state  # noqa: E402,F401
 from engine.app.cli import backlog as _backlog  # noqa: E402,F401
+from engine.app.cli import export as _export  # noqa: E402,F401
 from engine.app.cli import evaluate as _evaluate  # noqa: E402,F401
 from engine.app.cli import notify as _notify  # noqa: E402,F401
 from engine.app.cli import kpi as _kpi  # noqa: E402,F401

@@ -20,15 +20,23 @@ app.add_typer(calendar_app, name="calendar")
 
 
 def instances_table(pack: RulePack, items: list[Instance], title: str) -> Table:
+    """Deadlines with the codes `dondoc submit` and the import take (report / period, and the unit's)."""
     t = Table(title=title, show_lines=False)
-    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Đơn vị", "Nơi nhận", "Căn cứ"):
+    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Mã báo cáo / kỳ", "Đơn vị (mã)", "Nơi nhận", "Căn cứ"):
         t.add_column(col, overflow="fold")
     for i in items:
         ob = pack.obligations[i.obligation]
         due = fmt_day(i.due) + ("" if i.due == i.due_unrolled else f" (dời từ {i.due_unrolled:%d/%m})")
-        unit = unit_name(pack, i.unit) + (f" (kế thừa {', '.join(i.inherited_from)})" if i.inherited_from else "")
-        t.add_row(due, ob.title, i.period_label, unit, unit_name(pack, i.recipient), ob.basis.text())
+        unit = (f"{unit_name(pack, i.unit)} ({i.unit})"
+                + (f" (kế thừa {', '.join(i.inherited_from)})" if i.inherited_from else ""))
+        t.add_row(due, ob.title, i.period_label, codes(i.obligation, i.period), unit, unit_name(pack, i.recipient),
+                  ob.basis.text())
     return t
+
+
+def codes(obligation: str, period: str) -> str:
+    """“khhd57-thang / 2026-10”: what --obligation and --period (or the CSV columns) take."""
+    return f"{obligation} / {period}"
 
 
 @app.command("deadlines")

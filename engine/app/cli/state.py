@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.app import services
+from engine.app.cli.deadlines import codes
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now,
                                    obligation_title, out, sub_app, unit_name)
 
@@ -68,13 +69,26 @@ def waive_cmd(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ", 
 
 
 @import_app.command("submissions")
-def import_submissions_cmd(file: Path = typer.Argument(..., metavar="TỆP_CSV", help="Tệp CSV (UTF-8, có hoặc không BOM)."),
+def import_submissions_cmd(file: Path = typer.Argument(..., metavar="TỆP_CSV_HOẶC_XLSX",
+                                                       help="Tệp CSV (UTF-8, có hoặc không BOM) hoặc Excel .xlsx "
+                                                            "(bảng theo dõi của dondoc export tracking)."),
+                           actor: str = typer.Option("import", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
                            rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
-                           db: Optional[str] = DbOpt) -> None:
-    """Nhập danh sách báo cáo đã nộp từ CSV: tất cả các dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
+                           db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
+    """Nhập danh sách báo cáo đã nộp từ CSV hoặc Excel: sai một dòng thì không ghi gì; nhập lại cùng tệp không ghi thêm gì."""
     pack = load(rules, calendar_dir)
-    n = services.import_submissions(cfg(rules, calendar_dir, db), pack, file, now())
-    out.print(f"Đã nhập {n} báo cáo đã nộp từ {file}.")
+    r = services.import_submissions(cfg(rules, calendar_dir, db), pack, file, now(), actor)
+    if as_json:
+        dump_json({"file": str(file), **r.as_dict()})
+        return
+    skipped = f" Bỏ qua {r.skipped} dòng chưa ghi ngày nộp." if r.skipped else ""
+    if not r.written:
+        out.print(f"Không thay đổi: {r.unchanged} báo cáo đã có trong {file}.{skipped}" if r.unchanged
+                  else f"Không thay đổi: {file} không có báo cáo nào ghi ngày nộp.{skipped}")
+        return
+    parts = [f"ghi nhận mới {r.submitted}"] + ([f"đính chính {r.corrected} (có lưu vết)"] if r.corrected else [])
+    same = f"; {r.unchanged} báo cáo đã có, không thay đổi" if r.unchanged else ""
+    out.print(f"Đã nhập {r.written} báo cáo đã nộp từ {file} ({', '.join(parts)}{same}).{skipped}")
 
 
 @app.command("status")
@@ -90,11 +104,12 @@ def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NG�
         dump_json(res.as_dict())
         return
     t = Table(title=f"Tình trạng nộp báo cáo đến {res.as_of:%d/%m/%Y}")
-    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Đơn vị", "Tình trạng"):
+    for col in ("Hạn nộp", "Báo cáo", "Kỳ", "Mã báo cáo / kỳ", "Đơn vị (mã)", "Tình trạng"):
         t.add_column(col, overflow="fold")
     for l in res.lines:
         extra = f" ({l.wd_late} ngày làm việc)" if l.wd_late else ""
-        t.add_row(f"{l.due:%d/%m/%Y}", obligation_title(pack, l.obligation), l.period_label, unit_name(pack, l.unit),
+        t.add_row(f"{l.due:%d/%m/%Y}", obligation_title(pack, l.obligation), l.period_label,
+                  codes(l.obligation, l.period), f"{unit_name(pack, l.unit)} ({l.unit})",
                   Text(l.status_vi + extra, style=STATUS_COLOURS[l.status]))
     out.print(t)
     r = Table(title="Tỷ lệ nộp đúng hạn theo đơn vị")
