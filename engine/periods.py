@@ -271,3 +271,32 @@ def normalise_period_text(value: object) -> str:
             if key is not None:
                 return key
     return text
+
+
+_PERIOD_FORMS = ((re.compile(r"(\d{4})-(\d{2})"), "monthly"), (re.compile(r"(\d{4})-Q([1-4])"), "quarterly"),
+                 (re.compile(r"(\d{4})-H([12])"), "half_yearly"), (re.compile(r"(\d{4})"), "yearly"))
+
+
+def label_for_key(key: str | None) -> str:
+    """A period code as a secretary writes it: "2026-11" → "Tháng 11/2026", "2026-Q4" → "Quý IV/2026",
+    "2026-H1" → "6 tháng đầu năm 2026", "2026" → "Năm 2026" (the wording of the periods above); an unknown form is returned as it is."""
+    if not key:
+        return ""
+    for pattern, freq in _PERIOD_FORMS:
+        m = pattern.fullmatch(key.strip())
+        if not m:
+            continue
+        year = int(m.group(1))
+        try:
+            if freq == "monthly":
+                start = date(year, int(m.group(2)), 1)
+            elif freq == "quarterly":
+                start = date(year, 3 * int(m.group(2)) - 2, 1)
+            elif freq == "half_yearly":
+                start = date(year, 1 if m.group(2) == "1" else 7, 1)
+            else:
+                start = date(year, 1, 1)
+        except ValueError:
+            return key
+        return _key_and_label(freq, start, start)[1]
+    return key

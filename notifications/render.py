@@ -28,11 +28,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import RuleError, display_path
-from engine.vi import fmt_date, weekday
+from engine.periods import label_for_key
+from engine.vi import KPI_STATUS, REPORT_STATUS, fmt_date, fmt_day, weekday
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "templates"
-
-WEEKDAYS_VI = ["Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật"]
 
 # Template names the sender uses; files starting with "_" are partials (macros, includes).
 SUBJECT, TEXT, HTML, CHAT = "digest.subject.j2", "digest.txt.j2", "digest.html.j2", "digest.chat.j2"
@@ -40,55 +39,24 @@ TEMPLATE_NAMES = (SUBJECT, TEXT, HTML, CHAT)
 
 # Section order: the most urgent first. Titles are the categories Vietnamese trackers use.
 SECTION_TITLES = {
-    "overdue": "Chưa hoàn thành – quá hạn",
+    "overdue": REPORT_STATUS["overdue"],
     "due_today": "Đến hạn hôm nay",
-    "due_soon": "Sắp đến hạn",
+    "due_soon": REPORT_STATUS["due_soon"],
 }
 # KPI targets: their own section (items of another shape than reports), worst status first.
 KPI_SECTION_TITLE = "Chỉ tiêu chậm tiến độ, không đạt hoặc thiếu số liệu"
 KPI_SUMMARY_TITLE = "Tổng hợp chỉ tiêu chậm tiến độ, không đạt hoặc thiếu số liệu"
-KPI_STATUS_VI = {"missed": "Không đạt", "behind": "Chậm tiến độ", "no_data": "Thiếu số liệu"}
+KPI_STATUS_VI = {k: KPI_STATUS[k] for k in ("missed", "behind", "no_data")}
 NO_VALUE = "chưa có số liệu"
 
 
-def ngay(d: date | None) -> str:
-    """"Thứ Hai, 30/11/2026" ("–" for no date)."""
-    return f"{WEEKDAYS_VI[d.weekday()]}, {d:%d/%m/%Y}" if d is not None else "–"
-
-
-def ngay_so(d: date | None) -> str:
-    return f"{d:%d/%m/%Y}" if d is not None else "–"
-
-
-_PERIOD_FORMS = ((re.compile(r"(\d{4})-(\d{2})"), "monthly"), (re.compile(r"(\d{4})-Q([1-4])"), "quarterly"),
-                 (re.compile(r"(\d{4})-H([12])"), "half_yearly"), (re.compile(r"(\d{4})"), "yearly"))
+ngay = fmt_day          # "Thứ Hai, 30/11/2026" (template filter names kept for override templates)
+ngay_so = fmt_date      # "30/11/2026"
 
 
 def period_label(key: str | None) -> str:
-    """A period code as a secretary writes it: "2026-11" → "Tháng 11/2026", "2026-Q4" → "Quý IV/2026",
-    "2026-H1" → "6 tháng đầu năm 2026", "2026" → "Năm 2026" (the wording of engine.periods)."""
-    from engine.periods import _key_and_label
-
-    if not key:
-        return ""
-    for pattern, freq in _PERIOD_FORMS:
-        m = pattern.fullmatch(key.strip())
-        if not m:
-            continue
-        year = int(m.group(1))
-        try:
-            if freq == "monthly":
-                start = date(year, int(m.group(2)), 1)
-            elif freq == "quarterly":
-                start = date(year, 3 * int(m.group(2)) - 2, 1)
-            elif freq == "half_yearly":
-                start = date(year, 1 if m.group(2) == "1" else 7, 1)
-            else:
-                start = date(year, 1, 1)
-        except ValueError:
-            return key
-        return _key_and_label(freq, start, start)[1]
-    return key
+    """A period code as a secretary writes it ("2026-Q4" → "Quý IV/2026"): engine.periods.label_for_key."""
+    return label_for_key(key)
 
 
 def moved_due_text(unrolled: date | None, due: date, why: str | None = None) -> str:
