@@ -99,6 +99,7 @@ case "${1:-run}" in
   test)
     pip_install -e '.[test]'
     shift || true
-    exec "$VENV/bin/python" -m pytest -q "$@"
+    # Two workers on a 2-core machine (pytest-xdist); pass -n 0 to run in one process.
+    exec "$VENV/bin/python" -m pytest -q -n auto "$@"
     ;;
 esac

@@ -82,3 +82,19 @@ def minipack():
     from engine.rules_loader import load_pack
 
     return load_pack(MINIPACK, CALENDAR)
+
+
+@pytest.fixture(autouse=True)
+def _wide_cli_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tables do not depend on the terminal running the tests (pytest-xdist workers have none):
+    a wide console, so a test reads whole titles instead of Rich's folding."""
+    from engine.app.cli import common
+
+    monkeypatch.setattr(common.out, "_width", 250)
+    monkeypatch.setattr(common.err, "_width", 250)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long tests first: with pytest-xdist's workers they run beside the many short ones instead
+    of ending the run alone (the order of everything else is kept)."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)

@@ -29,6 +29,8 @@ import pytest
 from tests.support import EphemeralController, write_units_pack
 from tests.test_daemon_run import (DaemonProc, Recorder, assert_no_duplicates, base_env, migrate, wait_until)
 
+pytestmark = pytest.mark.slow   # write locks held 10–120 s against running daemons: ~3.5 min
+
 N_UNITS = 24
 SMTP_DELAY = 0.4          # seconds per DATA at the server: a batch takes ~10 s, the lock lands mid-batch
 RATE = 120                # simulated seconds per real second: an hour is 30 s, the evaluation at :05 comes back

@@ -44,6 +44,8 @@ from engine.clock import TZ
 from tests.support import EphemeralController, RecordingHandler, Received, write_units_pack
 from tests.conftest import CALENDAR, MINIPACK, ROOT
 
+pytestmark = pytest.mark.slow   # real daemon subprocesses on simulated clocks: ~3 min
+
 ADMIN = "vp@example.org"
 LEASE_TTL = 3.0          # seconds (real): DONDOC_LEASE_TTL_SECONDS for the standby tests
 STANDBY_POLL = 0.25      # seconds (real)

@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from datetime import datetime
 
+import pytest
 from sqlmodel import select
 
 from engine.clock import TZ
@@ -27,6 +28,8 @@ from notifications.models import DeliveryRow
 from notifications.config import DeliveryConfig, SmtpConfig
 from tests.support import EphemeralController, RecordingHandler, add_notice, instance, write_units_pack
 from tests.conftest import CALENDAR, ROOT
+
+pytestmark = pytest.mark.slow   # SIGKILLs of notify mid-batch
 
 N = 200
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
