@@ -800,7 +800,9 @@ def next_window_forecast(settings: Settings, pack: RulePack, now: datetime) -> W
     from engine.db import make_engine
     from engine.state import DeliveryItemRow, DeliveryRow, NoticeRow
     from engine.sync import effective_tracking_start
-    from notifications.outbox import routes_for
+    from types import SimpleNamespace
+
+    from notifications.outbox import routes_for_notice
 
     opens = next_window_opening(settings, pack, now)
     groups: set[tuple[str, str]] = set()
@@ -812,7 +814,7 @@ def next_window_forecast(settings: Settings, pack: RulePack, now: datetime) -> W
                 waiting = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_(("pending", "retry")))).all()
                 assigned = set(ses.exec(select(DeliveryItemRow.notice_id, DeliveryItemRow.route)).all())
                 for n in waiting:
-                    for r in routes_for(pack, n.recipient):
+                    for r in routes_for_notice(pack, n):
                         if (n.id, r.route) not in assigned:
                             groups.add((n.recipient, r.route))
                 notices += len(waiting)
@@ -829,8 +831,8 @@ def next_window_forecast(settings: Settings, pack: RulePack, now: datetime) -> W
                                    info.installed_on if info is not None else at.date())
     created = _simulate(settings.database.url, pack, at.date(), at.date(), at.hour, at.minute,
                         tracking_start=eff.day if eff else None)
-    for _, n in created:
-        for r in routes_for(pack, n.recipient):
+    for _, n in created:   # intents have no instance row; the KPI summary is told by its kind
+        for r in routes_for_notice(pack, SimpleNamespace(recipient=n.recipient, kind=n.kind, instance_id=None)):
             groups.add((n.recipient, r.route))
     return WindowForecast(opens, len(groups), len({g[0] for g in groups}), notices + len(created), len(created))
 
