@@ -17,30 +17,14 @@ from pathlib import Path
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
-from engine.instances import generate_instances
+from engine.instances import ReportItem, generate_instances
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow
 
 LOOKBACK_DAYS = 366          # without an earlier pack tracking_start: one year before the tracking start
 
 
-@dataclass(frozen=True)
-class BacklogItem:
-    obligation: str
-    obligation_title: str
-    unit: str
-    unit_name: str
-    period: str
-    period_label: str
-    due: date
-    recipient: str
-    recipient_name: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {"obligation": self.obligation, "obligation_title": self.obligation_title, "unit": self.unit,
-                "unit_name": self.unit_name, "period": self.period, "period_label": self.period_label,
-                "due": self.due.isoformat(), "due_vi": f"{self.due:%d/%m/%Y}", "recipient": self.recipient,
-                "recipient_name": self.recipient_name}
+BacklogItem = ReportItem   # a report due before the tracking start, not recorded
 
 
 @dataclass
@@ -121,7 +105,7 @@ _ITEM_HEADERS = [("Đơn vị", 40), ("Mã đơn vị", 22), ("Báo cáo", 56), 
 def write_backlog_xlsx(b: Backlog, path: Path, title: str) -> None:
     """Sheets: a summary (by unit, by obligation) and every item with the codes `submit` and the
     import need, plus empty "Ngày nộp"/"Số ký hiệu" columns for the secretary to fill. Text that a
-    spreadsheet could run as a formula is neutralised (engine.kpi.report.neutralise_formulas)."""
+    spreadsheet could run as a formula is neutralised (engine.xlsx_safe.neutralise_formulas)."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter

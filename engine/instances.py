@@ -90,3 +90,25 @@ def generate_instances(pack: RulePack, start: date, end: date, unit: str | None 
 def _with_inherited(inst: Instance, inherited: tuple[str, ...]) -> Instance:
     from dataclasses import replace
     return replace(inst, inherited_from=inherited)
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """One unit's report for one period as a secretary reads it: codes (for `submit` and the
+    import files) beside titles, names and the period in words. Shown by `backlog` and written to
+    the tracking sheet."""
+    obligation: str
+    obligation_title: str
+    unit: str
+    unit_name: str
+    period: str
+    period_label: str
+    due: date
+    recipient: str
+    recipient_name: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"obligation": self.obligation, "obligation_title": self.obligation_title, "unit": self.unit,
+                "unit_name": self.unit_name, "period": self.period, "period_label": self.period_label,
+                "due": self.due.isoformat(), "due_vi": f"{self.due:%d/%m/%Y}", "recipient": self.recipient,
+                "recipient_name": self.recipient_name}

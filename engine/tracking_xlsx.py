@@ -13,10 +13,10 @@ This module only writes cells: it neither validates reports nor touches the data
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from engine.instances import ReportItem
 from engine.limits import MAX_YEAR, MIN_YEAR, YEARS_VI
 
 SHEET = "Theo dõi"
@@ -31,22 +31,7 @@ FILL_IN = ("Ngày nộp", "Số ký hiệu", "Ghi chú")
 TEXT_COLUMNS = ("Mã đơn vị", "Mã báo cáo", "Mã kỳ", "Số ký hiệu", "Ghi chú")   # "2026" stays text, "01/2026" no date
 
 
-@dataclass(frozen=True)
-class TrackingItem:
-    """One open report: a row of the sheet."""
-    obligation: str
-    obligation_title: str
-    unit: str
-    unit_name: str
-    period: str
-    period_label: str
-    due: date
-    recipient_name: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {"obligation": self.obligation, "obligation_title": self.obligation_title, "unit": self.unit,
-                "unit_name": self.unit_name, "period": self.period, "period_label": self.period_label,
-                "due": self.due.isoformat(), "recipient_name": self.recipient_name}
+TrackingItem = ReportItem   # one open report: a row of the sheet
 
 
 def write_tracking_xlsx(items: Sequence[TrackingItem], path: Path, title: str, window: tuple[date, date]) -> None:
@@ -57,7 +42,7 @@ def write_tracking_xlsx(items: Sequence[TrackingItem], path: Path, title: str, w
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    from engine.kpi.report import neutralise_formulas
+    from engine.xlsx_safe import neutralise_formulas
 
     wb = Workbook()
     ws = wb.active

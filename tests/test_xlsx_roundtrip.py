@@ -184,7 +184,7 @@ def test_text_that_a_spreadsheet_would_run_is_stored_as_text(tmp_path: Path) -> 
 
     f = tmp_path / "x.xlsx"
     write_tracking_xlsx([TrackingItem("ob", "=HYPERLINK(\"http://x\")", "u", "+Đơn vị", "2026", "Năm 2026",
-                                      date(2026, 11, 30), "@VP")], f, "t", (date(2026, 1, 1), date(2026, 12, 31)))
+                                      date(2026, 11, 30), "vp", "@VP")], f, "t", (date(2026, 1, 1), date(2026, 12, 31)))
     ws = load_workbook(f)["Theo dõi"]
     assert ws["C2"].data_type == "s" and ws["C2"].quotePrefix and ws["A2"].quotePrefix and ws["H2"].quotePrefix
     assert ws["F2"].value == "2026" and ws["F2"].data_type == "s"

@@ -869,7 +869,7 @@ def tracking_items(settings: Settings, pack: RulePack, now: datetime, start: dat
         return u.name if u is not None else uid
 
     items = [TrackingItem(i.obligation, pack.obligations[i.obligation].title, i.unit, name(i.unit), i.period,
-                          i.period_label, i.due, name(i.recipient))
+                          i.period_label, i.due, i.recipient, name(i.recipient))
              for i in planned if i.key not in closed]
     items.sort(key=lambda i: (i.due, i.unit_name, i.obligation, i.period))
     return lo, hi, items
