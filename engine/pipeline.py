@@ -115,18 +115,21 @@ def load_open_items(session: Session, pack: RulePack, today: date) -> tuple[list
         # Fast path (measured: the ORM row machinery cost more than the evaluation itself).
         raw = session.connection().connection.driver_connection
         rows = [(i, o, u, p, date.fromisoformat(d)) for i, o, u, p, d in raw.execute(
-            "SELECT id, obligation, unit, period, due FROM instances WHERE active = 1 AND closed = 0 AND due <= ?",
+            "SELECT id, obligation, unit, period, due FROM instances "
+            "WHERE active = 1 AND closed = 0 AND chase_paused = 0 AND due <= ?",
             (horizon.isoformat(),))]
         sent_rows = raw.execute("SELECT n.instance_id, n.stage FROM notices n JOIN instances i ON i.id = n.instance_id "
-                                "WHERE i.active = 1 AND i.closed = 0 AND i.due <= ?", (horizon.isoformat(),)).fetchall()
+                                "WHERE i.active = 1 AND i.closed = 0 AND i.chase_paused = 0 AND i.due <= ?", (horizon.isoformat(),)).fetchall()
     else:
         rows = session.execute(
             sa_select(InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period, InstanceRow.due)
-            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.due <= horizon)  # noqa: E712
+            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
+                   InstanceRow.due <= horizon)
         ).all()
         sent_rows = session.execute(
             sa_select(NoticeRow.instance_id, NoticeRow.stage).join(InstanceRow, InstanceRow.id == NoticeRow.instance_id)
-            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.due <= horizon)  # noqa: E712
+            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
+                   InstanceRow.due <= horizon)
         ).all()
     sent: dict[int, set[str]] = {}
     for iid, stage in sent_rows:

@@ -48,6 +48,11 @@ class InstanceRow(SQLModel, table=True):
     submitted_on: Optional[date] = None
     submission_ref: Optional[str] = None
     waived: bool = False
+    # A unit said "đã gửi" from its reminder's link (0007): the day it gave, until the secretariat
+    # accepts (closed) or returns it (cleared). ``chase_paused``: its reminders stop meanwhile
+    # (web.stop_reminders_at = "confirmation", decided when the unit confirmed).
+    awaiting_since: Optional[date] = None
+    chase_paused: bool = False
     rules_version: str = Field(default="", max_length=64)
     created_at: datetime
     updated_at: datetime
@@ -176,3 +181,82 @@ class InstallationRow(SQLModel, table=True):
     tracking_start: Optional[date] = None                # in force at the last sync (None: no sync yet)
     tracking_source: Optional[str] = Field(default=None, max_length=20)   # config | installation | pack
     updated_at: Optional[datetime] = None
+
+
+# ─── the web console (0007) ─────────────────────────────────────────────────────────────────────
+class UserRow(SQLModel, table=True):
+    """A secretariat account: ``thu-ky`` records, waives, retries and edits; ``lanh-dao`` reads."""
+    __tablename__ = "users"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(max_length=80, unique=True)
+    full_name: str = Field(default="", max_length=200)
+    role: str = Field(max_length=20)
+    password_hash: str = Field(sa_column=Column(Text, nullable=False))   # Argon2id (argon2-cffi)
+    active: bool = True
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: Optional[datetime] = None
+
+
+class WebSessionRow(SQLModel, table=True):
+    """A login: the cookie holds a random token, the database only its SHA-256 (a leaked backup
+    does not log anyone in); logout or disabling the account ends it at once."""
+    __tablename__ = "web_sessions"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    csrf: str = Field(max_length=64)
+    created_at: datetime
+    expires_at: datetime
+    revoked: bool = False
+
+
+class UnitLinkRow(SQLModel, table=True):
+    """The signed link in one digest: one unit and the items of that digest, until it expires or is
+    revoked. One per (digest, unit), so a retried digest carries the same link."""
+    __tablename__ = "unit_links"
+    __table_args__ = (UniqueConstraint("delivery_id", "unit", name="uq_unit_link_delivery"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    unit: str = Field(max_length=80, index=True)
+    delivery_id: Optional[int] = Field(default=None, foreign_key="deliveries.id")
+    instance_ids: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    nonce: str = Field(max_length=32)
+    purpose: str = Field(default="digest", max_length=20)    # digest | returned
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: Optional[datetime] = None
+
+
+class ConfirmationRow(SQLModel, table=True):
+    """A unit's "đã gửi" for one instance, waiting for the secretariat: accepted (a submission is
+    recorded with the date given) or returned with a reason (the unit is told, with a fresh link)."""
+    __tablename__ = "confirmations"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    instance_id: int = Field(foreign_key="instances.id", index=True)
+    unit: str = Field(max_length=80, index=True)
+    link_id: Optional[int] = Field(default=None, foreign_key="unit_links.id")
+    submitted_on: date
+    ref: Optional[str] = None
+    note: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    state: str = Field(default="pending", max_length=12)     # pending | accepted | returned
+    created_at: datetime
+    decided_at: Optional[datetime] = None
+    decided_by: Optional[str] = Field(default=None, max_length=80)
+    reason: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    submission_id: Optional[int] = Field(default=None, foreign_key="submissions.id")
+
+
+class AttachmentRow(SQLModel, table=True):
+    """A report file: stored under a generated name (never the client's path), with its SHA-256."""
+    __tablename__ = "attachments"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    instance_id: int = Field(foreign_key="instances.id", index=True)
+    unit: str = Field(max_length=80)
+    confirmation_id: Optional[int] = Field(default=None, foreign_key="confirmations.id")
+    submission_id: Optional[int] = Field(default=None, foreign_key="submissions.id")
+    filename: str = Field(max_length=255)            # as the sender named it: shown, never used as a path
+    stored_name: str = Field(max_length=80, unique=True)
+    content_type: str = Field(max_length=120)
+    size: int
+    sha256: str = Field(max_length=64, index=True)
+    created_at: datetime
+    created_by: str = Field(max_length=80)

@@ -40,14 +40,21 @@ class StatusLine:
                 "ref": self.ref, "working_days_late": self.wd_late, "working_days_left": self.wd_left}
 
 
-def classify(pack: RulePack, due: date, as_of: date, submitted_on: date | None, waived: bool, obligation: str) -> tuple[str, int, int]:
-    """(status, working days late, working days left) as they stood at the end of `as_of`."""
+def classify(pack: RulePack, due: date, as_of: date, submitted_on: date | None, waived: bool, obligation: str,
+             awaiting_since: date | None = None) -> tuple[str, int, int]:
+    """(status, working days late, working days left) as they stood at the end of `as_of`.
+
+    ``awaiting_since``: the unit said "đã gửi" from its link and the secretariat has not decided yet;
+    the day counts are those of the date the unit gave (late by then, or days that were left)."""
     cal = pack.calendar
     if waived:
         return "waived", 0, 0
     if submitted_on is not None and submitted_on <= as_of:
         late = max(0, cal.working_days_between(due, submitted_on)) if submitted_on > due else 0
         return ("done_on_time" if submitted_on <= due else "done_late"), late, 0
+    if awaiting_since is not None and awaiting_since <= as_of:
+        late = max(0, cal.working_days_between(due, awaiting_since)) if awaiting_since > due else 0
+        return "awaiting", late, 0
     if as_of > due:
         return "overdue", cal.working_days_between(due, as_of), 0
     left = cal.working_days_between(as_of, due)
@@ -78,7 +85,7 @@ def status_lines(session: Session, pack: RulePack, as_of: date, unit: str | None
         w = waivers.get(r.id)
         waived = w is not None and w.recorded_at.date() <= as_of
         submitted = sub.submitted_on if sub is not None else None
-        status, late, left = classify(pack, r.due, as_of, submitted, waived, r.obligation)
+        status, late, left = classify(pack, r.due, as_of, submitted, waived, r.obligation, r.awaiting_since)
         if not include_future and status in ("in_progress",) and r.due > as_of:
             continue
         out.append(StatusLine(r.obligation, r.unit, r.period, r.period_label, r.due, r.recipient, status,
@@ -91,7 +98,7 @@ def on_time_rates(lines: list[StatusLine]) -> dict[str, dict[str, object]]:
     """Per unit: on-time share of the reports already due (waived ones excluded)."""
     acc: dict[str, dict[str, int]] = {}
     for l in lines:
-        if l.status in ("waived", "in_progress", "due_soon"):
+        if l.status in ("waived", "in_progress", "due_soon", "awaiting"):
             continue
         a = acc.setdefault(l.unit, {"on_time": 0, "late": 0, "missing": 0})
         a["on_time" if l.status == "done_on_time" else "late" if l.status == "done_late" else "missing"] += 1

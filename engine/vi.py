@@ -17,7 +17,21 @@ REPORT_STATUS = {
     "in_progress": "Đang thực hiện trong hạn",
     "due_soon": "Sắp đến hạn",
     "overdue": "Chưa hoàn thành – quá hạn",
+    "awaiting": "Đã gửi – chờ xác nhận",     # the unit confirmed from its link; the secretariat has not yet
     "waived": "Miễn",
+}
+
+# A unit's "đã gửi" from the web console (engine/app/confirmations.py).
+CONFIRMATION_STATE = {
+    "pending": "Chờ xác nhận",
+    "accepted": "Đã chấp nhận",
+    "returned": "Đã trả lại",
+}
+
+# Secretariat accounts of the web console.
+ROLES = {
+    "thu-ky": "Thư ký (ghi nhận, miễn, gửi lại, sửa quy tắc)",
+    "lanh-dao": "Lãnh đạo (chỉ xem)",
 }
 
 # KPI targets (engine/kpi/classify.py computes them).

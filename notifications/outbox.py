@@ -219,6 +219,9 @@ def moot_reason(inst: InstanceRow | None) -> str | None:
         return f"Đơn vị đã nộp báo cáo{on}"
     if not inst.active:
         return "Quy tắc hiện hành không còn yêu cầu kỳ báo cáo này"
+    if inst.chase_paused:
+        on = f" ngày {inst.awaiting_since:%d/%m/%Y}" if inst.awaiting_since else ""
+        return f"Đơn vị đã báo đã gửi báo cáo{on}, chờ Văn phòng xác nhận"
     return None
 
 

@@ -82,7 +82,10 @@ def test_every_listed_variable_reaches_a_field() -> None:
                "send_end": "16:00", "hours": "08:00-16:00", "max_attempts": "3", "backoff_first_s": "60",
                "backoff_max_s": "600", "webhook_concurrency": "2", "webhook_timeout": "3", "templates_dir": "/tmp/t",
                "evaluate_hour": "6", "deliver_every_minutes": "5", "lease_ttl_seconds": "9", "watch_interval": "2",
-               "standby_poll": "3", "format": "json", "level": "DEBUG", "digest_max_items": "10"}
+               "standby_poll": "3", "format": "json", "level": "DEBUG", "digest_max_items": "10",
+               "serve": "false", "public_url": "https://dondoc.example.vn", "secret": "s" * 32,
+               "stop_reminders_at": "acceptance", "link_days": "7", "upload_dir": "/tmp/u", "max_upload_mb": "5",
+               "session_hours": "2", "cookie_secure": "true", "login_attempts": "3"}
     defaults = load_settings({}, file=None)
     for name, (section, key) in ENV.items():
         s = load_settings({name: samples[key]}, file=None)

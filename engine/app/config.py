@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from notifications.config import DeliveryConfig, SmtpConfig, parse_hours
@@ -81,9 +81,44 @@ class LogConfig(BaseModel):
 
 
 class WebConfig(BaseModel):
+    """The web console (engine/app/web) and the links in the reminders."""
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = Field(default=8057, ge=1, le=65535)
+    serve: bool = True                      # `dondoc run` serves the console in the same process
+    public_url: str | None = None           # how units reach it (https://…); unset: http://host:port
+    # Signs the links in the reminders (HMAC). Only from the environment (DONDOC_WEB_SECRET); unset:
+    # the reminders carry no link and the console says so.
+    secret: SecretStr | None = Field(default=None, repr=False)
+    stop_reminders_at: Literal["confirmation", "acceptance"] = "confirmation"
+    link_days: int = Field(default=60, ge=1, le=366)        # how long a link in a reminder works
+    upload_dir: Path = Path("attachments")
+    max_upload_mb: int = Field(default=20, ge=1, le=200)
+    session_hours: int = Field(default=12, ge=1, le=720)
+    cookie_secure: bool | None = None       # unset: Secure when public_url is https
+    login_attempts: int = Field(default=5, ge=1, le=100)    # per account and per address, per 15 minutes
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip().rstrip("/")
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("phải bắt đầu bằng http:// hoặc https://")
+        return v
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return self.public_url or f"http://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.cookie_secure if self.cookie_secure is not None else self.base_url.startswith("https://")
+
+    def secret_value(self) -> str | None:
+        return self.secret.get_secret_value() if self.secret is not None else None
 
 
 # ─── where each value may come from ───────────────────────────────────────────────────────────────
@@ -131,8 +166,19 @@ ENV: dict[str, tuple[str, str]] = {
     "DONDOC_LOG_LEVEL": ("log", "level"),
     "DONDOC_WEB_HOST": ("web", "host"),
     "DONDOC_WEB_PORT": ("web", "port"),
+    "DONDOC_WEB_SERVE": ("web", "serve"),
+    "DONDOC_WEB_PUBLIC_URL": ("web", "public_url"),
+    "DONDOC_WEB_SECRET": ("web", "secret"),
+    "DONDOC_WEB_STOP_REMINDERS_AT": ("web", "stop_reminders_at"),
+    "DONDOC_WEB_LINK_DAYS": ("web", "link_days"),
+    "DONDOC_WEB_UPLOAD_DIR": ("web", "upload_dir"),
+    "DONDOC_WEB_MAX_UPLOAD_MB": ("web", "max_upload_mb"),
+    "DONDOC_WEB_SESSION_HOURS": ("web", "session_hours"),
+    "DONDOC_WEB_COOKIE_SECURE": ("web", "cookie_secure"),
+    "DONDOC_WEB_LOGIN_ATTEMPTS": ("web", "login_attempts"),
 }
-SECRETS = {("smtp", "password")}
+SECRETS = {("smtp", "password"), ("web", "secret")}
+SECRET_ENV = {("smtp", "password"): "DONDOC_SMTP_PASSWORD", ("web", "secret"): "DONDOC_WEB_SECRET"}
 SECTIONS = ("database", "rules", "calendar", "smtp", "delivery", "daemon", "log", "web")
 # Flat keys in the file: the variable's name without DONDOC_, lower case (smtp_host, send_start …).
 FLAT = {name.removeprefix("DONDOC_").lower(): target for name, target in ENV.items()}
@@ -221,8 +267,8 @@ class FileLayer(_Layer):
         if key not in fields:
             errors.append(f"{path}: khóa “{shown}” không được hỗ trợ" + _hint(key, fields))
         elif (section, key) in SECRETS:
-            errors.append(f"{path}: “{shown}” (mật khẩu) chỉ được đặt bằng biến môi trường DONDOC_SMTP_PASSWORD, "
-                          "không ghi trong tệp cấu hình")
+            errors.append(f"{path}: “{shown}” (bí mật) chỉ được đặt bằng biến môi trường "
+                          f"{SECRET_ENV[(section, key)]}, không ghi trong tệp cấu hình")
         else:
             try:
                 self.put(section, key, value, f"{path}: {shown} = {value!r}")

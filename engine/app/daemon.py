@@ -18,7 +18,6 @@ Exit codes of run(): 0 stopped on request, 70 unhealthy (could not recover), 75 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import Session
 
+from engine.app.rulesholder import fingerprint
 from engine.db import get_engine, is_transient_db_error, make_engine
 from engine.errors import RuleError, RulePackInvalid, display_path
 from engine.leader import Heartbeat, leadership_for
@@ -222,22 +222,6 @@ class DaemonConfig:
     job_limit: float = 3600.0
     # when the scheduler cannot be stopped (a job blocked in the database), leave with os._exit
     hard_exit_when_stuck: bool = True
-
-
-def fingerprint(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for root in paths:
-        if root is None or not root.exists():
-            continue
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        for p in files:
-            try:
-                st = p.stat()
-            except FileNotFoundError:      # replaced by an editor between listing and stat
-                h.update(f"{p}:gone".encode())
-                continue
-            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
 
 
 # ---- systemd ------------------------------------------------------------------------------------

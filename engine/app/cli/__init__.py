@@ -26,6 +26,7 @@ from engine.app.cli import evaluate as _evaluate  # noqa: E402,F401
 from engine.app.cli import notify as _notify  # noqa: E402,F401
 from engine.app.cli import kpi as _kpi  # noqa: E402,F401
 from engine.app.cli import daemon as _daemon  # noqa: E402,F401
+from engine.app.cli import web as _web  # noqa: E402,F401
 
 
 def main() -> None:
