@@ -10,7 +10,8 @@ import typer
 from rich.text import Text
 
 from engine.app import services
-from engine.app.cli.common import (STATE, CalOpt, DbOpt, RulesOpt, app, cfg, load, moment_opt, now, out, settings)
+from engine.app.cli.common import (STATE, CalOpt, DbOpt, RulesOpt, app, cfg, err, load, moment_opt, now, out,
+                                   settings)
 from engine.app.cli.deadlines import instances_table
 
 
@@ -68,7 +69,51 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         daemon.run_once()
         return
     install_signal_handlers(daemon)
-    raise typer.Exit(daemon.run())
+    console = _start_console(s, clk, daemon) if s.web.serve else None
+    try:
+        code = daemon.run()
+    finally:
+        if console is not None:
+            console.stop()
+    raise typer.Exit(code)
+
+
+def _start_console(s, clk, daemon):
+    """The web console in this process, on the daemon's clock and its live rules. A port in use (or
+    any failure of the console) is logged and the daemon goes on without it."""
+    import logging
+
+    from engine.app import accounts
+    from engine.app.web import server
+
+    log = logging.getLogger("dondoc.web")
+    try:
+        sock = server.bind(s.web.host, s.web.port)
+    except OSError as exc:
+        log.warning("web console not started: %s:%s (%s); set DONDOC_WEB_PORT or DONDOC_WEB_SERVE=false",
+                    s.web.host, s.web.port, exc.strerror or exc, extra={"event": "web_not_started"})
+        if s.log.format != "json":   # in JSON mode every line of the journal is JSON: the log line says it
+            err.print(f"Không mở được bảng điều khiển web tại {s.web.host}:{s.web.port} ({exc.strerror or exc}); "
+                      "công việc chính vẫn chạy. Đổi cổng bằng DONDOC_WEB_PORT.")
+        return None
+    try:
+        app_ = server.make_app(s, clk, provider=lambda: daemon.pack)
+        console = server.BackgroundConsole(app_, sock)
+        console.start()
+    except Exception:  # noqa: BLE001 - never take the daemon down
+        log.exception("web console failed to start; the daemon goes on without it", extra={"event": "web_failed"})
+        sock.close()
+        return None
+    url = s.web.public_url or f"http://{'127.0.0.1' if s.web.host in ('0.0.0.0', '') else s.web.host}:{sock.getsockname()[1]}"
+    log.info("web console at %s", url, extra={"event": "web_started", "url": url})
+    if s.log.format != "json":
+        out.print(f"Bảng điều khiển web: {url}")
+        try:
+            if not accounts.has_users(s):
+                out.print("Chưa có tài khoản: tạo tài khoản đầu tiên bằng “.venv/bin/dondoc users add TÊN --role thu-ky”.")
+        except Exception:  # noqa: BLE001 - a database problem is the daemon's to report
+            pass
+    return console
 
 
 @app.command("doctor")

@@ -1,0 +1,76 @@
+"""`dondoc run` serves the console in the same process (the README's first command), and a console
+that cannot start (port in use) never stops the daemon from chasing deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import CALENDAR, RULES
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(tmp_path: Path, port: int) -> tuple[subprocess.Popen, Path]:
+    exe = Path(sys.executable).with_name("dondoc")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONDOC_")}
+    env.update({"DONDOC_RULES_DIR": str(RULES), "DONDOC_CALENDAR_DIR": str(CALENDAR), "DONDOC_WEB_PORT": str(port),
+                "DONDOC_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DONDOC_MAIL_DIR": str(tmp_path / "mail"),
+                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(cmd + ["run", "--now", "2026-12-02T09:00", "--days", "1"], cwd=tmp_path, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = log.read_text(encoding="utf-8", errors="replace")
+        if text in out:
+            return out
+        assert proc.poll() is None, out
+        time.sleep(0.1)
+    raise AssertionError(f"“{text}” not seen:\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def test_run_serves_the_console_and_says_where(tmp_path: Path) -> None:
+    port = free_port()
+    proc, log = _start(tmp_path, port)
+    try:
+        out = _wait_for(log, "dondoc users add", proc)      # how to create the first account
+        assert f"Bảng điều khiển web: http://127.0.0.1:{port}" in out
+        _wait_for(log, "evaluated at", proc)                  # the daemon works beside it
+        r = httpx.get(f"http://127.0.0.1:{port}/dang-nhap", timeout=10)
+        assert r.status_code == 200 and "Đăng nhập" in r.text
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_a_port_in_use_leaves_the_daemon_running(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc, log = _start(tmp_path, port)
+        try:
+            out = _wait_for(log, "evaluated at", proc)
+            assert "Không mở được bảng điều khiển web" in out and "Traceback" not in out
+            time.sleep(0.5)
+            assert proc.poll() is None
+        finally:
+            assert _stop(proc) == 0
