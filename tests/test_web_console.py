@@ -87,3 +87,19 @@ def test_disabled_account_is_logged_out_at_once(tmp_path) -> None:
     assert c.get("/").status_code == 200
     accounts.set_active(con.settings, "thu.ky", False, con.now)
     assert c.get("/").status_code == 303
+
+
+def test_doctor_says_what_the_links_need() -> None:
+    from engine.app.config import load_settings
+    from engine.app.doctor import web_checks
+
+    def link_check(env: dict[str, str]):
+        return next(c for c in web_checks(load_settings(env, file=None)) if c[1] == "đường dẫn xác nhận")
+
+    assert link_check({})[0] is None and "DONDOC_WEB_SECRET" in link_check({})[2]
+    assert link_check({"DONDOC_WEB_SECRET": "ngan"})[0] is False
+    long = {"DONDOC_WEB_SECRET": "k" * 40}
+    assert link_check(long)[0] is None and "DONDOC_WEB_PUBLIC_URL" in link_check(long)[2]
+    assert link_check({**long, "DONDOC_WEB_PUBLIC_URL": "http://dondoc.tinh.vn"})[0] is None
+    ok = link_check({**long, "DONDOC_WEB_PUBLIC_URL": "https://dondoc.tinh.vn"})
+    assert ok[0] is True and "kkkk" not in ok[2]          # the secret is never printed

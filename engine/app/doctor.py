@@ -81,7 +81,41 @@ def run_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: s
         except OSError as exc:
             out.append((False, "máy chủ thư", f"chưa cấu hình SMTP và không ghi được vào {target}: {exc}"))
     out.extend(golive_checks(s, rules, calendar_dir, db, now))
+    out.extend(web_checks(s))
     return out
+
+
+def web_checks(s: Settings) -> list[CheckResult]:
+    """The console and the links in the reminders: what a unit will reach, and whether it is safe."""
+    w = s.web
+    res: list[CheckResult] = []
+    if not w.serve:
+        res.append((None, "bảng điều khiển web", "tắt trong `dondoc run` (DONDOC_WEB_SERVE=false); chạy riêng bằng `dondoc web`"))
+    else:
+        res.append((True, "bảng điều khiển web", f"`dondoc run` phục vụ tại {w.host}:{w.port}"))
+    try:
+        from engine.app import accounts
+
+        if not accounts.has_users(s):
+            res.append((None, "tài khoản", "chưa có tài khoản nào: tạo bằng `dondoc users add TÊN --role thu-ky`"))
+    except Exception:  # noqa: BLE001 - the database check above already says what is wrong
+        pass
+    secret = w.secret_value()
+    if secret is None:
+        res.append((None, "đường dẫn xác nhận", "chưa đặt DONDOC_WEB_SECRET: thư nhắc không kèm đường dẫn để đơn vị "
+                                                "báo đã gửi"))
+    elif len(secret) < 32:
+        res.append((False, "đường dẫn xác nhận", "DONDOC_WEB_SECRET quá ngắn (cần ít nhất 32 ký tự ngẫu nhiên, ví dụ "
+                                                 "tạo bằng: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"))
+    elif w.public_url is None:
+        res.append((None, "đường dẫn xác nhận", f"chưa đặt DONDOC_WEB_PUBLIC_URL: đường dẫn trong thư sẽ là {w.base_url}, "
+                                                "đơn vị ở máy khác không mở được"))
+    elif not w.public_url.startswith("https://"):
+        res.append((None, "đường dẫn xác nhận", f"{w.public_url} không dùng HTTPS: đường dẫn và tệp báo cáo đi qua mạng "
+                                                "không mã hóa; đặt máy chủ sau HTTPS"))
+    else:
+        res.append((True, "đường dẫn xác nhận", f"thư nhắc kèm đường dẫn tới {w.public_url}, hiệu lực {w.link_days} ngày"))
+    return res
 
 
 def _smtp_check(s) -> CheckResult:
