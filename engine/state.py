@@ -260,3 +260,22 @@ class AttachmentRow(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     created_at: datetime
     created_by: str = Field(max_length=80)
+
+
+# ─── versions of the rule folder (0008) ─────────────────────────────────────────────────────────
+class RuleVersionRow(SQLModel, table=True):
+    """One content of the live rules folder, as applied from the console or the command line, or
+    found there after a hand edit (author unknown): who, when, why, the diff from the previous
+    version and the whole folder ({relative path: text}), so any version can be restored."""
+    __tablename__ = "rule_versions"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)                         # 1, 2, 3 … what people call it
+    content_hash: str = Field(max_length=64, index=True)     # SHA-256 of the folder's files (paths and bytes)
+    kind: str = Field(max_length=20)                         # initial | apply | restore | hand_edit
+    author: str = Field(max_length=200)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    base_number: Optional[int] = None                        # the version the change was made on
+    restored_from: Optional[int] = None                      # kind restore: the version brought back
+    created_at: datetime
+    diff: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    files: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))

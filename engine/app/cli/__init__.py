@@ -18,6 +18,7 @@ from engine.app.cli.common import (  # noqa: F401  (re-exported for modules and 
 
 # Registration order is the order of `dondoc --help`.
 from engine.app.cli import rules as _rules  # noqa: E402,F401
+from engine.app.cli import versions as _versions  # noqa: E402,F401
 from engine.app.cli import deadlines as _deadlines  # noqa: E402,F401
 from engine.app.cli import state as _state  # noqa: E402,F401
 from engine.app.cli import backlog as _backlog  # noqa: E402,F401
