@@ -113,6 +113,6 @@ def overview(settings: Settings, pack: RulePack, today: date) -> Overview:
                                   max(i.wd_late for i in items)) for u, items in late.items()),
                         key=lambda x: (-x.items, -x.wd_late, x.name))
     ranking = sorted((UnitRate(u, names.get(u, u), *r) for u, r in rates.items()),
-                     key=lambda x: (-(x.rate or 0.0), -x.due, x.name))
+                     key=lambda x: (-(x.rate or 0.0), x.missing, x.late, x.name))
     return Overview(today, today.year, dict(counts), week, late_units, ranking, counts.get("awaiting", 0),
                     sum(counts.values()))
