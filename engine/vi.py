@@ -26,6 +26,7 @@ CONFIRMATION_STATE = {
     "pending": "Chờ xác nhận",
     "accepted": "Đã chấp nhận",
     "returned": "Đã trả lại",
+    "superseded": "Thay bằng ghi nhận của Văn phòng",
 }
 
 # Secretariat accounts of the web console.
@@ -79,8 +80,15 @@ def fmt_day(d: date | None) -> str:
 
 
 def fmt_moment(t: datetime | None) -> str:
-    """"30/11/2026 17:00" ("–" for none)."""
-    return f"{t:%d/%m/%Y %H:%M}" if t is not None else "–"
+    """"30/11/2026 17:00" in Vietnam's time ("–" for none). The database gives UTC back (naive on
+    SQLite): a moment is always shown as the clock on the office wall read it."""
+    if t is None:
+        return "–"
+    from zoneinfo import ZoneInfo
+    from datetime import timezone
+
+    aware = t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+    return f"{aware.astimezone(ZoneInfo('Asia/Ho_Chi_Minh')):%d/%m/%Y %H:%M}"
 
 
 def fmt_num(v: float | None, decimals: int = 2) -> str:

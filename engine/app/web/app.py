@@ -80,9 +80,10 @@ def create_app(ctx: WebContext) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         heading, message = HTTP_MESSAGES.get(exc.status_code, ("Lỗi", "Không thực hiện được yêu cầu."))
-        if exc.status_code in (400, 403, 404) and isinstance(exc.detail, str) and exc.detail and \
-                exc.detail not in ("Not Found", "Forbidden", "Bad Request"):
-            message = exc.detail       # a Vietnamese reason given by a route
+        # A route's own reason is Vietnamese (always with diacritics); Starlette's own details
+        # ("Too many files…", "Not Found") are English and never shown.
+        if exc.status_code in (400, 403, 404) and isinstance(exc.detail, str) and not exc.detail.isascii():
+            message = exc.detail
         return page(request, exc.status_code, heading, message)
 
     @app.exception_handler(RequestValidationError)
