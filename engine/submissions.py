@@ -25,14 +25,14 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine.clock import BadDate, parse_date
 from engine.instances import Instance, generate_instances
 from engine.limits import YEARS_VI, year_ok
 from engine.periods import BadPeriod, fold, normalise_period_text, period_for_key
 from engine.rules_loader import RulePack
-from engine.state import AuditRow, InstanceRow, SubmissionRow, WaiverRow
+from engine.state import AttachmentRow, AuditRow, ConfirmationRow, InstanceRow, SubmissionRow, WaiverRow
 from engine.sheet_rows import cell_date, cell_text, match_columns, read_rows
 
 
@@ -179,7 +179,29 @@ def _check_day(day: date, earliest: date, period_label: str, now: datetime) -> N
                          f"(sớm nhất {earliest:%d/%m/%Y})")
 
 
-def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime, actor: str) -> SubmissionRow:
+def settle_confirmations(session: Session, row: InstanceRow, now: datetime, actor: str,
+                         submission_id: int | None = None, accepted_id: int | None = None) -> None:
+    """The secretariat recorded or waived this report: a unit's "đã gửi" no longer waits (its
+    reminders were paused only until then). The confirmation being accepted (``accepted_id``)
+    becomes "accepted", any other pending one "superseded"; both point at the submission, and so do
+    the files the unit attached."""
+    row.awaiting_since, row.chase_paused = None, False
+    pending = session.exec(select(ConfirmationRow).where(ConfirmationRow.instance_id == row.id,
+                                                         ConfirmationRow.state == "pending")).all()
+    for c in pending:
+        c.state = "accepted" if accepted_id is not None and c.id == accepted_id else "superseded"
+        c.decided_at, c.decided_by, c.submission_id = now, actor[:80], submission_id
+        session.add(c)
+    if submission_id is not None and pending:
+        for a in session.exec(select(AttachmentRow).where(
+                col(AttachmentRow.confirmation_id).in_([c.id for c in pending]),
+                col(AttachmentRow.submission_id).is_(None))).all():
+            a.submission_id = submission_id
+            session.add(a)
+
+
+def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime, actor: str,
+            confirmation_id: int | None = None) -> SubmissionRow:
     previous = session.exec(select(SubmissionRow).where(SubmissionRow.instance_id == row.id,
                                                         SubmissionRow.active == True)).all()  # noqa: E712
     for old in previous:
@@ -192,6 +214,8 @@ def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime
     row.closed = True
     row.updated_at = now
     session.add(row)
+    session.flush()
+    settle_confirmations(session, row, now, actor, new.id, confirmation_id)
     detail = {"submitted_on": sub.submitted_on.isoformat(), "ref": sub.ref, "note": sub.note}
     if previous:
         detail["replaces"] = [{"submitted_on": p.submitted_on.isoformat(), "ref": p.ref} for p in previous]
@@ -200,7 +224,9 @@ def _record(session: Session, row: InstanceRow, sub: SubmissionIn, now: datetime
     return new
 
 
-def record_submission(session: Session, pack: RulePack, sub: SubmissionIn, now: datetime, actor: str = "cli") -> InstanceRow:
+def record_submission(session: Session, pack: RulePack, sub: SubmissionIn, now: datetime, actor: str = "cli",
+                      confirmation_id: int | None = None) -> InstanceRow:
+    """Record (or correct) a submission; ``confirmation_id``: the unit's "đã gửi" being accepted."""
     if not year_ok(sub.submitted_on.year) or sub.submitted_on > now.date():
         _check_day(sub.submitted_on, date.min, "", now)
     row = resolve_instance(session, pack, sub.obligation, sub.unit, sub.period)
@@ -210,7 +236,7 @@ def record_submission(session: Session, pack: RulePack, sub: SubmissionIn, now: 
     except InputError:
         session.rollback()
         raise
-    _record(session, row, sub, now, actor)
+    _record(session, row, sub, now, actor, confirmation_id)
     session.commit()
     return row
 
@@ -231,6 +257,7 @@ def record_waiver(session: Session, pack: RulePack, obligation: str, unit: str, 
     else:
         session.add(WaiverRow(instance_id=row.id, reason=reason.strip(), recorded_at=now, recorded_by=actor))
         row.waived, row.closed = True, True
+        settle_confirmations(session, row, now, actor)
         action = "waive"
     row.updated_at = now
     session.add(row)
@@ -549,7 +576,16 @@ def _write_submissions(session: Session, pack: RulePack, plan: list[_PlannedSubm
                 conn.execute(I.update().where(I.c.id.in_(sa.select(stage.c.instance_id))).values(
                     submitted_on=sa.select(stage.c.submitted_on).where(mine).scalar_subquery(),
                     submission_ref=sa.select(stage.c.ref).where(mine).scalar_subquery(),
-                    closed=sa.true(), updated_at=sa.literal(now, I.c.updated_at.type)))
+                    closed=sa.true(), updated_at=sa.literal(now, I.c.updated_at.type),
+                    awaiting_since=None, chase_paused=sa.false()))
+                # A unit's pending "đã gửi" for these reports waits no more (see settle_confirmations).
+                C = ConfirmationRow.__table__
+                conn.execute(C.update().where(C.c.state == "pending", C.c.instance_id.in_(sa.select(stage.c.instance_id)))
+                             .values(state="superseded", decided_at=sa.literal(now, C.c.decided_at.type),
+                                     decided_by=sa.literal(actor[:80], C.c.decided_by.type),
+                                     submission_id=sa.select(S.c.id).where(S.c.instance_id == C.c.instance_id,
+                                                                           S.c.active == sa.true())
+                                     .order_by(S.c.id.desc()).limit(1).scalar_subquery()))
                 conn.execute(A.insert().from_select(
                     ["at", "actor", "action", "entity", "entity_id", "detail"],
                     sa.select(sa.literal(now, A.c.at.type), sa.literal(actor, A.c.actor.type), stage.c.action,

@@ -26,7 +26,7 @@ CONFIRMATION_STATE = {
     "pending": "Chờ xác nhận",
     "accepted": "Đã chấp nhận",
     "returned": "Đã trả lại",
-    "superseded": "Thay bằng ghi nhận của Văn phòng",
+    "superseded": "Đã được thay (đơn vị báo lại hoặc Văn phòng ghi nhận trực tiếp)",
 }
 
 # Secretariat accounts of the web console.

@@ -9,6 +9,11 @@ share one interface (notifications/transport.py). Durable steps, each a commit:
 2. new digests with their notices (one per recipient and route), before anything is sent;
 3. per digest: mark "may reach the receiver from now on" → send → record the outcome immediately
    after the reply, before the next message on that connection.
+
+Links: the caller may pass ``links`` (a ``LinkMaker``, built by the application layer, which alone
+knows the secret): for a digest with reports of the recipient's own, it returns the signed "Báo đã
+gửi" URL, writing its row in this pass's session; the row is committed with the in-flight mark of
+step 3, so no message can carry a URL whose row was lost in a crash.
 See notifications/README.md for why this makes a crash duplicate at most ``concurrency`` e-mails.
 """
 
@@ -27,18 +32,18 @@ from itertools import chain, islice
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from engine.kpi.classify import STATUS_ORDER, STATUS_VI
 from engine.kpi.report import KpiItem, KpiSummary
 from engine.rules_loader import RulePack
-from engine.state import InstanceRow, NoticeRow
+from engine.state import ConfirmationRow, InstanceRow, NoticeRow
 from notifications import outbox
 from notifications.lock import sender_lock
 from notifications.mime import BadAddress, address, build_email, envelope_address, to_bytes
 from notifications.models import DROPPED, FAILED, RETRY, SENT, DeliveryRow
 from notifications.render import (KPI_STATUS_VI, NO_VALUE, Digest, DigestItem, Escalation, KpiLine, KpiOverview,
-                                  KpiStatusGroup, LateUnit, Party, Renderer, moved_due_text, period_label)
+                                  KpiStatusGroup, LateUnit, Party, Renderer, ReturnedItem, moved_due_text, period_label)
 from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.transport import (Channel, EmailJob, Outcome, PickupChannel, SmtpChannel, WebhookChannel, WebhookJob,
                                      pickup_name, run_channel)
@@ -56,6 +61,11 @@ CHUNK = 16
 SUMMARY_HORIZON_YEARS = 5
 
 GONE = "Báo cáo không còn trong quy tắc hiện hành"   # the title of a report the rules dropped
+
+# (session of the pass, the digest, the unit it goes to, ids of that unit's own instances in it,
+# the pass's now) → the signed "Báo đã gửi" URL, or None. Supplied by the application layer
+# (engine/app/confirmations.link_maker); it adds its row to the session and does not commit.
+LinkMaker = Callable[[Session, DeliveryRow, str, list[int], datetime], str | None]
 _QUOTED_ID = re.compile(r"“([a-z0-9][a-z0-9._-]*)”")
 
 
@@ -104,6 +114,7 @@ class Context:
     sender_addr: str
     reply_to: str | None
     kpi: outbox.KpiFacts | None = None    # KPI status on the sending day, recomputed before each use
+    links: LinkMaker | None = None        # the "Báo đã gửi" link of a digest (None: no links)
     _wd: dict[tuple[date, date], int] = field(default_factory=dict)
     _addresses: tuple[Address, Address | None, str] | None = None
     _moved: dict[tuple[str, str, date], str] = field(default_factory=dict)
@@ -160,14 +171,14 @@ class Context:
 
 
 def _context(pack: RulePack, now: datetime, smtp: SmtpConfig, settings: DeliveryConfig,
-             renderer: Renderer | None) -> Context:
+             renderer: Renderer | None, links: LinkMaker | None = None) -> Context:
     admin = pack.units.get(pack.info.admin_contact or "")
     sec_email = admin.contacts[0] if admin and admin.contacts else None
     secretariat = Party(admin.id if admin else "", admin.name if admin else "Văn phòng", sec_email)
     sender = smtp.from_addr or sec_email or "dondoc@localhost"
     today = now.astimezone(ZoneInfo(pack.info.timezone)).date()
     return Context(pack, now, today, smtp, settings, renderer or Renderer(settings.templates_dir), secretariat,
-                   smtp.from_name, sender, smtp.reply_to or sec_email, outbox.KpiFacts(pack, today))
+                   smtp.from_name, sender, smtp.reply_to or sec_email, outbox.KpiFacts(pack, today), links)
 
 
 def _kpi_line(item: KpiItem, party, recipient: str, readable=lambda t: t) -> KpiLine:
@@ -217,12 +228,14 @@ def _kpi_overview(summary: KpiSummary | None, party, today: date, error: str | N
                        horizon=horizon)
 
 
-def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, object]]) -> Digest:
+def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, object]],
+                 returned: dict[int, ConfirmationRow] | None = None) -> Digest:
     """Items as of the sending day: status and day counts are recomputed from the due date; KPI
     items and the secretariat's summary come from the KPI status recomputed on the sending day.
     Escalations become one short table per report (a row per late unit, its missing periods and
     how late it is); a unit is never asked to chase itself. At most ``digest_max_items`` entries
-    are listed in full (render.Digest.listing)."""
+    are listed in full (render.Digest.listing). A "returned" notice becomes an entry of its own
+    section with the secretariat's reason (``returned``: confirmation id → row, see returned_for)."""
     pack, today = ctx.pack, ctx.today
 
     def party(uid: str) -> Party:
@@ -232,6 +245,7 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, objec
     items: dict[tuple[str, str, str], DigestItem] = {}
     late: dict[str, dict[str, dict[str, InstanceRow]]] = {}     # obligation → unit → period → instance
     kpi: dict[tuple[str, str, str | None, str], KpiLine] = {}
+    sent_back: dict[int, ReturnedItem] = {}
     overview: KpiOverview | None = None
     error = ctx.kpi.error if ctx.kpi is not None else None
     for n, inst in live:
@@ -246,6 +260,16 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, objec
             kpi.setdefault((line.target, line.status, line.period, line.unit.id), line)
             continue
         assert isinstance(inst, InstanceRow)
+        if n.kind == outbox.RETURNED_KIND:
+            cid = outbox.returned_confirmation_id(n)
+            conf = (returned or {}).get(cid) if cid is not None else None
+            ob = pack.obligations.get(inst.obligation)
+            if cid is not None and cid not in sent_back:
+                sent_back[cid] = ReturnedItem(
+                    inst.obligation, ob.title if ob else GONE, inst.period, inst.period_label, inst.due,
+                    conf.submitted_on if conf else n.as_of, conf.ref if conf else None,
+                    (conf.reason or "") if conf else "", n.as_of)
+            continue
         if n.kind == "escalation":
             if inst.unit != recipient:    # never ask a unit to chase itself (its own reminder says it)
                 late.setdefault(inst.obligation, {}).setdefault(inst.unit, {})[inst.period] = inst
@@ -266,7 +290,24 @@ def build_digest(ctx: Context, recipient: str, live: list[tuple[NoticeRow, objec
                                 own=inst.unit == recipient, moved=ctx.moved(inst))
     escalations = [_escalation(ctx, obligation, units, party) for obligation, units in late.items()]
     return Digest(party(recipient), today, ctx.secretariat, list(items.values()), escalations,
-                  list(kpi.values()), overview, max_items=ctx.settings.digest_max_items)
+                  list(kpi.values()), overview, max_items=ctx.settings.digest_max_items,
+                  returned=list(sent_back.values()))
+
+
+def own_instance_ids(recipient: str, live: list[tuple[NoticeRow, object]]) -> list[int]:
+    """The recipient's own reports in a digest (what its "Báo đã gửi" link may cover): not the units
+    it is asked to chase (escalations), not KPI targets."""
+    ids = {inst.id for n, inst in live if isinstance(inst, InstanceRow) and inst.id is not None
+           and inst.unit == recipient and n.kind != "escalation" and not outbox.is_kpi(n)}
+    return sorted(ids)
+
+
+def returned_for(ses: Session, live: list[tuple[NoticeRow, object]]) -> dict[int, ConfirmationRow]:
+    """The confirmations the "returned" notices of a digest are about (their reasons)."""
+    ids = {cid for n, _ in live if (cid := outbox.returned_confirmation_id(n)) is not None}
+    if not ids:
+        return {}
+    return {c.id: c for c in ses.exec(select(ConfirmationRow).where(col(ConfirmationRow.id).in_(ids))).all()}
 
 
 def _escalation(ctx: Context, obligation: str, units: dict[str, dict[str, InstanceRow]], party) -> Escalation:
@@ -309,6 +350,7 @@ class Pass:
         self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
         self.stopped = False
+        self.unsaved_link = False    # a link row written by render, committed with the in-flight mark
 
     def stop(self, reason: str) -> None:
         self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
@@ -325,7 +367,8 @@ class Pass:
         live = self.live.get(d.id)
         if not live:
             return Outcome("dropped", outbox.NOTHING_LEFT)
-        digest = build_digest(self.ctx, d.recipient, live)
+        digest = build_digest(self.ctx, d.recipient, live, returned_for(self.ses, live))
+        digest.link = self.link(d, live)
         try:
             rendered = self.ctx.renderer.render(digest, d.channel)
         except Exception as exc:  # a broken template edit: keep the digest, retry after the fix
@@ -352,9 +395,26 @@ class Pass:
                                               d.recipient, d.message_id)
         return EmailJob(d.id, d.message_id, env_from, rcpts, data, {"subject": rendered.subject}, file_name=name)
 
+    def link(self, d: DeliveryRow, live: list[tuple[NoticeRow, outbox.Subject]]) -> str | None:
+        """The digest's "Báo đã gửi" URL (its row is committed by ``in_flight``, before the send).
+        A failure to make one never holds the reminder back: it goes without a link."""
+        maker = self.ctx.links
+        ids = own_instance_ids(d.recipient, live) if maker is not None else []
+        if not ids:
+            return None
+        try:
+            url = maker(self.ses, d, d.recipient, ids, self.ctx.now)
+        except Exception:           # noqa: BLE001 - the reminder matters more than its link
+            log.exception("delivery %s: no link for %s", d.id, d.recipient)
+            self.ses.rollback()
+            return None
+        self.unsaved_link = self.unsaved_link or url is not None
+        return url
+
     def in_flight(self, d: DeliveryRow, file_name: str | None = None) -> bool:
         """Durably note that this digest may reach the receiver from now on (see README), and the
-        file it is written to (pickup folder), so a retry or a re-send after a crash rewrites it."""
+        file it is written to (pickup folder), so a retry or a re-send after a crash rewrites it.
+        The digest's link row (``link``) is committed in the same transaction."""
         prev = d.maybe_sent
         values: dict[str, object] = {}
         if not prev:
@@ -363,7 +423,9 @@ class Pass:
             values["file_name"] = file_name
         if values:
             outbox._write(self.ses, d, values)
+        if values or self.unsaved_link:
             self.ses.commit()
+            self.unsaved_link = False
         return prev
 
     def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None,
@@ -487,10 +549,12 @@ def _engine(db: Engine | str) -> Engine:
 
 async def adeliver(db: Engine | str, pack: RulePack, now: datetime, *, smtp: SmtpConfig, delivery: DeliveryConfig,
                    renderer: Renderer | None = None,
-                   should_stop: Callable[[], bool] | None = None, reuse_connections: bool = True) -> PassReport:
-    """The delivery pass (async form, for callers that already run an event loop): STAGES in order."""
+                   should_stop: Callable[[], bool] | None = None, reuse_connections: bool = True,
+                   links: LinkMaker | None = None) -> PassReport:
+    """The delivery pass (async form, for callers that already run an event loop): STAGES in order.
+    ``links``: makes each digest's "Báo đã gửi" link (None: digests carry no link)."""
     report = PassReport(now=now.isoformat(), mode="smtp" if smtp.host else "pickup")
-    p = Pass(db, _context(pack, now, smtp, delivery, renderer), report, should_stop or (lambda: False),
+    p = Pass(db, _context(pack, now, smtp, delivery, renderer, links), report, should_stop or (lambda: False),
              reuse_connections)
     async with p.stack:
         for stage in STAGES:

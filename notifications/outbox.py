@@ -16,6 +16,7 @@ deliveries, so ``status``-style reports need not join.
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -183,7 +184,32 @@ def notice_moot_reason(n: NoticeRow, subject: Subject, kpi: KpiFacts | None) -> 
         return kpi.moot_reason(n) if kpi is not None else None
     if n.kind == "escalation" and n.unit == n.recipient:
         return SELF_ESCALATION
+    if n.kind == RETURNED_KIND and isinstance(subject, InstanceRow) and subject.awaiting_since is not None:
+        return "Đơn vị đã báo gửi lại báo cáo sau khi bị trả lại"
     return moot_reason(subject)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# "returned": the secretariat returned a report a unit said it had sent; the unit is told why, in
+# a digest of its own carrying a fresh link. One notice per confirmation (its id is in the key).
+
+RETURNED_KIND = "returned"
+_RETURNED_KEY = re.compile(r"\|returned:(\d+)\|")
+
+
+def returned_notice(inst: InstanceRow, confirmation_id: int, as_of: date, now: datetime) -> NoticeRow:
+    """The notice that mails a returned report's reason to its unit (the caller adds and commits it)."""
+    return NoticeRow(key=f"{inst.obligation}|{inst.unit}|{inst.period}|returned:{confirmation_id}|{inst.unit}",
+                     instance_id=inst.id, obligation=inst.obligation, unit=inst.unit, period=inst.period,
+                     stage=RETURNED_KIND, kind=RETURNED_KIND, recipient=inst.unit, as_of=as_of, created_at=now)
+
+
+def returned_confirmation_id(n: NoticeRow) -> int | None:
+    """The confirmation a "returned" notice is about (None for any other notice)."""
+    if n.kind != RETURNED_KIND:
+        return None
+    m = _RETURNED_KEY.search(n.key)
+    return int(m.group(1)) if m else None
 
 
 # ---------------------------------------------------------------------------------------------

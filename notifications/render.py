@@ -48,6 +48,8 @@ KPI_SECTION_TITLE = "Chỉ tiêu chậm tiến độ, không đạt hoặc thi�
 KPI_SUMMARY_TITLE = "Tổng hợp chỉ tiêu chậm tiến độ, không đạt hoặc thiếu số liệu"
 KPI_STATUS_VI = {k: KPI_STATUS[k] for k in ("missed", "behind", "no_data")}
 NO_VALUE = "chưa có số liệu"
+# A report the unit said it had sent (from the link in its reminder) and the secretariat returned.
+RETURNED_TITLE = "Báo cáo bị trả lại"
 
 
 ngay = fmt_day          # "Thứ Hai, 30/11/2026" (template filter names kept for override templates)
@@ -103,6 +105,21 @@ class DigestItem:
         rank = {"due_today": 0, "overdue": 1, "due_soon": 2}[self.status]
         return rank, -self.due.toordinal() if self.status == "overdue" else self.due.toordinal(), self.title, \
             self.unit.name, self.period
+
+
+@dataclass
+class ReturnedItem:
+    """A report the unit said it had sent (its reminder's link) and the secretariat returned, with
+    the reason: the unit reads it and answers again through the digest's fresh link."""
+    obligation: str
+    title: str
+    period: str
+    period_label: str
+    due: date
+    submitted_on: date          # the date the unit gave
+    ref: str | None = None      # the số ký hiệu the unit gave
+    reason: str = ""
+    returned_on: date | None = None
 
 
 @dataclass
@@ -282,6 +299,10 @@ class Digest:
     kpi: list[KpiLine] = field(default_factory=list)
     kpi_overview: KpiOverview | None = None
     max_items: int | None = None    # entries listed in full (reports, escalation rows, KPI targets)
+    # The signed link ("Báo đã gửi") to the page where the recipient confirms its own reports of this
+    # digest (engine/app/confirmations); None: no link (no secret configured, or no report of its own).
+    link: str | None = None
+    returned: list[ReturnedItem] = field(default_factory=list)
 
     @property
     def kpi_items(self) -> list[KpiLine]:
@@ -337,11 +358,13 @@ class Digest:
         for k in KPI_STATUS_VI:
             c[f"kpi_{k}"] = sum(1 for i in self.kpi if i.status == k)
         c["kpi_summary"] = 1 if self.kpi_overview is not None else 0
+        c["returned"] = len(self.returned)
         return c
 
     @property
     def empty(self) -> bool:
-        return not self.items and not self.escalations and not self.kpi and self.kpi_overview is None
+        return (not self.items and not self.escalations and not self.kpi and self.kpi_overview is None
+                and not self.returned)
 
     def context(self) -> dict[str, object]:
         shown = self.listing()
@@ -354,7 +377,8 @@ class Digest:
                 "counts": self.counts, "items": shown.items, "kpi_title": KPI_SECTION_TITLE,
                 "kpi_items": shown.kpi, "kpi_summary_title": KPI_SUMMARY_TITLE, "kpi_overview": overview,
                 "more_items": shown.more_items, "more_escalations": shown.more_escalations,
-                "more_kpi": shown.more_kpi,
+                "more_kpi": shown.more_kpi, "link": self.link, "returned_title": RETURNED_TITLE,
+                "returned": sorted(self.returned, key=lambda r: (r.due, r.title, r.period)),
                 "more_any": bool(shown.more_items or shown.more_escalations or shown.more_kpi
                                  or (overview is not None and any(g.more for g in overview.groups)))}
 
@@ -469,7 +493,11 @@ def _check_samples() -> list[Digest]:
     unread = KpiLine("vneid-2030", "vneid-2030", "vneid-2030", "", None, "no_data", vp, period="2026",
                      detail=f"Không đọc được tệp chỉ tiêu để cập nhật ({error}).")
     broken = Digest(vp, today, vp, kpi=[unread], kpi_overview=KpiOverview(today, error=error))
-    return samples + [kpi_only, broken]
+    returned = [ReturnedItem("khhd57-thang", "Báo cáo tháng", "2026-10", "Tháng 10/2026", date(2026, 10, 19),
+                             date(2026, 10, 16), "123/BC-SKHCN", "Thiếu phụ lục số liệu <bảng 2>", today)]
+    linked = replace(samples[0], link="https://dondoc.example.org/xn/abc.def", returned=returned)
+    only_returned = Digest(so, today, vp, returned=returned, link="https://dondoc.example.org/xn/abc.def")
+    return samples + [kpi_only, broken, linked, only_returned]
 
 
 def _limited_sample() -> Digest:

@@ -19,15 +19,15 @@ from tests.support import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _start(tmp_path: Path, port: int) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, port: int, now: str = "2026-12-02T09:00", rate: float = 1.0, **extra: str) -> tuple[subprocess.Popen, Path]:
     exe = Path(sys.executable).with_name("dondoc")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DONDOC_")}
     env.update({"DONDOC_RULES_DIR": str(RULES), "DONDOC_CALENDAR_DIR": str(CALENDAR), "DONDOC_WEB_PORT": str(port),
                 "DONDOC_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DONDOC_MAIL_DIR": str(tmp_path / "mail"),
-                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra})
     log = tmp_path / "run.log"
-    proc = subprocess.Popen(cmd + ["run", "--now", "2026-12-02T09:00", "--days", "1"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen(cmd + ["run", "--sim-start", now, "--sim-rate", str(rate), "--days", "1"], cwd=tmp_path, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return proc, log
 
@@ -50,13 +50,28 @@ def _stop(proc: subprocess.Popen) -> int:
 
 def test_run_serves_the_console_and_says_where(tmp_path: Path) -> None:
     port = free_port()
-    proc, log = _start(tmp_path, port)
+    # Monday 07/12/2026: a fresh installation has reminders to send for the coming deadlines.
+    proc, log = _start(tmp_path, port, "2026-12-07T09:00", 30.0, DONDOC_WEB_SECRET="k" * 40, DONDOC_WEB_PUBLIC_URL=f"http://127.0.0.1:{port}")
     try:
         out = _wait_for(log, "dondoc users add", proc)      # how to create the first account
         assert f"Bảng điều khiển web: http://127.0.0.1:{port}" in out
         _wait_for(log, "evaluated at", proc)                  # the daemon works beside it
         r = httpx.get(f"http://127.0.0.1:{port}/dang-nhap", timeout=10)
         assert r.status_code == 200 and "Đăng nhập" in r.text
+        # The daemon's digests carry the unit's link, and the link opens that unit's page.
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not list((tmp_path / "mail").glob("*.eml")):
+            time.sleep(0.2)
+        import email
+        from email import policy
+
+        mails = sorted((tmp_path / "mail").glob("*.eml"))
+        assert mails, log.read_text()
+        msg = email.message_from_bytes(mails[0].read_bytes(), policy=policy.default)
+        body = msg.get_body(("plain",)).get_content()
+        link = next(w for w in body.split() if w.startswith(f"http://127.0.0.1:{port}/xn/"))
+        page = httpx.get(link, timeout=10)
+        assert page.status_code == 200, page.text
     finally:
         assert _stop(proc) == 0
 

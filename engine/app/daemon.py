@@ -48,7 +48,7 @@ from engine.rules_loader import RulePack, load_pack
 from engine.simclock import TZ, Clock, install
 from notifications.admin import send_rules_alert
 from notifications.config import DeliveryConfig, SmtpConfig
-from notifications.delivery import deliver
+from notifications.delivery import LinkMaker, deliver
 
 log = logging.getLogger("dondoc.daemon")
 T = TypeVar("T")
@@ -214,6 +214,8 @@ class DaemonConfig:
     deliver_every_minutes: int = 1
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    # the "Báo đã gửi" link of each digest: engine.app.confirmations.link_maker(settings) (None: no links)
+    links: LinkMaker | None = None
     tracking_start: object = None
     # real seconds the daemon waits out a busy or unreachable database (statement busy timeout,
     # retries) before it declares itself unhealthy and exits 70
@@ -436,7 +438,7 @@ class Daemon:
             pack = self.pack
         assert pack is not None
         report = deliver(self.engine, pack, now, smtp=self.cfg.smtp, delivery=self.cfg.delivery,
-                         should_stop=self.stop_event.is_set)
+                         should_stop=self.stop_event.is_set, links=self.cfg.links)
         sent = report.sent
         if sent:
             log.info("delivered %s at %s", sent, now.isoformat(timespec="minutes"),

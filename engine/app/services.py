@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # heavy or optional imports only where used
     from engine.pipeline import EvalReport
     from engine.status import StatusLine
     from engine.state import InstanceRow, KpiValueRow
-    from notifications.delivery import PassReport
+    from notifications.delivery import LinkMaker, PassReport
 
 
 # ─── errors ─────────────────────────────────────────────────────────────────────────────────────
@@ -432,13 +432,19 @@ def evaluate(engine: Engine | str, pack: RulePack, now: datetime, settings: Sett
 
 
 def deliver(engine: Engine | str, pack: RulePack, now: datetime, settings: Settings,
-            should_stop: Callable[[], bool] | None = None) -> PassReport:
-    """One delivery pass with the configured SMTP server (or pickup folder) and sending window."""
+            should_stop: Callable[[], bool] | None = None, links: LinkMaker | None = None) -> PassReport:
+    """One delivery pass with the configured SMTP server (or pickup folder) and sending window.
+
+    ``links``: ``engine.app.confirmations.link_maker(settings)`` for the "Báo đã gửi" link in each
+    digest. Passed in, not built here: confirmations builds on this module (open_session, errors),
+    so importing it here would make an import cycle."""
     from notifications.delivery import deliver as _deliver
 
     kwargs: dict[str, Any] = {"smtp": settings.smtp, "delivery": settings.delivery}
     if should_stop is not None:
         kwargs["should_stop"] = should_stop
+    if links is not None:
+        kwargs["links"] = links
     return _deliver(engine, pack, now, **kwargs)
 
 

@@ -26,6 +26,7 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", metavar="GIÂY", min=1.0, help="Số giây: bản dự phòng tiếp quản khi bản chính im lặng chừng ấy."),
         days: int = typer.Option(14, "--days", metavar="SỐ_NGÀY", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
+    from engine.app import confirmations
     from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
     from engine.simclock import Clock
 
@@ -59,7 +60,7 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
                         deliver_every_minutes=s.daemon.deliver_every_minutes, watch_interval=s.daemon.watch_interval,
                         standby_poll=s.daemon.standby_poll, smtp=s.smtp,
                         delivery=s.delivery.model_copy(update={"templates_dir": tdir}),
-                        tracking_start=s.rules.tracking_start)
+                        tracking_start=s.rules.tracking_start, links=confirmations.link_maker(s))
     if deliver_every is not None:
         dcfg.deliver_every_minutes = deliver_every
     if lease_ttl is not None:

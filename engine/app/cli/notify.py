@@ -41,6 +41,7 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TH�
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
                as_json: bool = JsonOpt) -> None:
     """Gửi các thư nhắc đến hạn (mỗi đơn vị một thư tổng hợp), chỉ trong giờ làm việc của ngày làm việc."""
+    from engine.app.confirmations import link_maker
     from notifications.delivery import deliver
 
     pack = _load(rules, calendar_dir)
@@ -48,7 +49,7 @@ def notify_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TH�
     smtp = settings().smtp
     with _session(db):   # opens (and migrates) the database, with the CLI's error message on failure
         pass
-    rep = deliver(_db_url(db), pack, now, smtp=smtp, delivery=settings().delivery)
+    rep = deliver(_db_url(db), pack, now, smtp=smtp, delivery=settings().delivery, links=link_maker(settings()))
     all_failed = rep.failed > 0 and rep.sent == 0 and rep.retry == 0
     if as_json:
         print(json.dumps(rep.as_dict(), ensure_ascii=False, indent=2))
