@@ -6,7 +6,7 @@ the Content-Security-Policy and never lays a page out at 375 px; a secretary's p
 * ``live``: a module-scoped seeded installation (tests.web_support.Console) served by uvicorn in a
   thread (engine.app.web.server: bind() + BackgroundConsole) on 127.0.0.1 and a free port.
   ``serve(console)`` does the same for a test that needs its own installation (one that changes data).
-* ``browser``: one headless Chromium per test process (``/usr/bin/chromium``; never a downloaded
+* ``browser``: one headless Chromium per test module (``/usr/bin/chromium``; never a downloaded
   browser), with the flags this closed network needs.
 * ``phone`` / ``desktop``: a fresh browser context (no cookies) at 375×740 or 1280×800, wrapped in a
   ``Tab`` with the helpers every page's test needs: ``goto``, ``login``, ``fill`` (a form by its
@@ -105,9 +105,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 # --- the browser ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium for the whole test process."""
+    """Headless Debian Chromium for one test module.
+
+    Not for the whole session: Playwright's sync API keeps an asyncio loop marked as running in this
+    thread while it is started, and every later test on the worker that calls asyncio.run() (delivery,
+    the SMTP tests) would fail with "cannot be called from a running event loop".
+    """
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         _unavailable(f"Chromium not found at {CHROMIUM} (Debian packages chromium and chromium-driver)")
     try:

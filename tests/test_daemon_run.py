@@ -66,7 +66,9 @@ def base_env(smtp_port: int, **extra: str) -> dict[str, str]:
                 "DONDOC_SMTP_TIMEOUT": "20", "DONDOC_NOTIFY_HOURS": "07:30-17:00",
                 "DONDOC_DELIVER_EVERY_MINUTES": "10", "DONDOC_WATCH_INTERVAL": "0.25",
                 "DONDOC_STANDBY_POLL": str(STANDBY_POLL), "DONDOC_LEASE_TTL_SECONDS": str(LEASE_TTL),
-                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+                # Many daemons run at once here; the console (its own tests: test_web_daemon) stays off.
+                "DONDOC_WEB_SERVE": "false"})
     env.update(extra)
     return env
 

@@ -253,6 +253,38 @@ def test_a_hand_edit_shows_up_in_history_author_unknown(live, pack_copy: Path) -
     assert rv.history(live, NOW)[0].kind == "hand_edit"
 
 
+def test_the_daemon_records_a_hand_edit_when_it_reloads_it(live, pack_copy: Path) -> None:
+    """The running daemon records a hand edit when it goes live (its time, author unknown), not only
+    whenever someone next opens the history; a broken edit is not recorded (it never went live)."""
+    from engine.app.daemon import Daemon, DaemonConfig
+    from engine.simclock import Clock
+
+    clk = Clock(NOW, 1.0)
+    seen: list[datetime] = []
+
+    def record(now: datetime) -> None:
+        seen.append(now)
+        rv.record_hand_edits(live, now)
+
+    d = Daemon(DaemonConfig(rules_dir=pack_copy, calendar_dir=CALENDAR, db_url=live.database.url, clock=clk,
+                            watch_interval=0.01, on_rules_loaded=record))
+    assert d.load_rules(initial=True) and len(seen) == 1
+    path = pack_copy / "units.yaml"
+    text = path.read_text("utf-8")
+    edited = text.replace('name: "Sở Y tế"', 'name: "Sở Y tế tỉnh Gia Lai"')
+    path.write_text(edited, "utf-8")
+    assert d.load_rules() and len(seen) == 2
+    path.write_text(text.replace('name: "Sở Y tế"', 'name: [Sở Y tế'), "utf-8")          # broken YAML
+    assert d.load_rules() is False and len(seen) == 2
+    path.write_text(edited, "utf-8")                                                  # mended: same as version 2
+    later = NOW + timedelta(days=3)
+    hist = rv.history(live, later)
+    assert [(h.number, h.kind) for h in hist] == [(2, "hand_edit"), (1, "initial")]
+    two = next(h for h in hist if h.number == 2)
+    assert two.author == rv.UNKNOWN_AUTHOR and rv.local_time(two.created_at) < rv.local_time(later) - timedelta(days=2)
+    assert "Sở Y tế tỉnh Gia Lai" in rv.version(live, 2).diff
+
+
 def test_apply_swaps_the_folder_whole_and_keeps_hidden_entries(live, pack_copy: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "x", tmp_path / "y"
     a.mkdir(), b.mkdir()

@@ -89,3 +89,33 @@ def test_a_port_in_use_leaves_the_daemon_running(tmp_path: Path) -> None:
             assert proc.poll() is None
         finally:
             assert _stop(proc) == 0
+
+
+def test_json_journal_stays_json_with_the_console(tmp_path: Path) -> None:
+    """With --log-format json every line of the journal is one JSON object, the console's included
+    (uvicorn's own plain "ERROR: …" lines would break a log shipper)."""
+    import json
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        exe = Path(sys.executable).with_name("dondoc")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DONDOC_")}
+        env.update({"DONDOC_RULES_DIR": str(RULES), "DONDOC_CALENDAR_DIR": str(CALENDAR), "DONDOC_WEB_PORT": str(port),
+                    "DONDOC_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DONDOC_MAIL_DIR": str(tmp_path / "mail"),
+                    "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        errlog = tmp_path / "err.log"
+        proc = subprocess.Popen(cmd + ["run", "--sim-start", "2026-12-02T09:00", "--days", "1", "--log-format", "json"],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(errlog, "w"))
+        try:
+            _wait_for(errlog, '"evaluated"', proc)
+        finally:
+            assert _stop(proc) == 0
+    events = []
+    for line in errlog.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)                     # a plain line fails here
+            events.append(rec.get("event"))
+    assert "web_not_started" in events

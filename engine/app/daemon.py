@@ -217,6 +217,9 @@ class DaemonConfig:
     # the "Báo đã gửi" link of each digest: engine.app.confirmations.link_maker(settings) (None: no links)
     links: LinkMaker | None = None
     tracking_start: object = None
+    # called with "now" after each valid rules folder goes live, so a hand edit of rules/ made outside
+    # the console is recorded as a version (engine.app.ruleversions.record_hand_edits); None: not recorded
+    on_rules_loaded: Callable[[datetime], object] | None = None
     # real seconds the daemon waits out a busy or unreachable database (statement busy timeout,
     # retries) before it declares itself unhealthy and exits 70
     stall_limit: float = 300.0
@@ -342,9 +345,20 @@ class Daemon:
             self.pack = pack
             self._fingerprint = fp
             self._unreported = None
-        log.info("rules loaded: version %s, %d obligations, %d units", pack.version, len(pack.obligations), len(pack.units),
-                 extra={"event": "rules_loaded", "version": pack.version})
+        log.info("rules loaded: version %s, %d obligations, %d units", pack.version, len(pack.obligations),
+                 len(pack.units), extra={"event": "rules_loaded", "version": pack.version})
+        self._record_version()
         return True
+
+    def _record_version(self) -> None:
+        """Record the live folder in the rules history; a failure is logged, never fatal (the next
+        reload or `dondoc rules history` records it)."""
+        if self.cfg.on_rules_loaded is None:
+            return
+        try:
+            self.cfg.on_rules_loaded(self.clock.now())
+        except Exception:  # noqa: BLE001 - the history is a record, never a reason to stop chasing
+            log.exception("could not record the rules version", extra={"event": "rules_version_failed"})
 
     def _report_bad(self, exc: RulePackInvalid, fp: str) -> None:
         self._reported_bad.add(fp)

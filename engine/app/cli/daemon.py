@@ -26,12 +26,14 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", metavar="GIÂY", min=1.0, help="Số giây: bản dự phòng tiếp quản khi bản chính im lặng chừng ấy."),
         days: int = typer.Option(14, "--days", metavar="SỐ_NGÀY", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
-    from engine.app import confirmations
+    from engine.app import confirmations, ruleversions
     from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
     from engine.simclock import Clock
 
     s = cfg(rules, calendar_dir, db)
-    setup_logging(log_format or s.log.format, s.log.level)
+    if log_format:   # the option wins over the setting, for the console's messages too
+        s = s.model_copy(update={"log": s.log.model_copy(update={"format": log_format})})
+    setup_logging(s.log.format, s.log.level)
     start_text = sim_start or STATE.now_text
     start_at = moment_opt(start_text, "--sim-start") if start_text else None
     if sim_rate <= 0:
@@ -39,7 +41,7 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
     clk = Clock(start_at, sim_rate)
     pack = load(rules, calendar_dir)
     moment = clk.now()
-    if (log_format or s.log.format) == "json":
+    if s.log.format == "json":
         # The journal gets stdout too: in JSON mode every line there must be JSON, so no table.
         import logging
 
@@ -60,7 +62,8 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
                         deliver_every_minutes=s.daemon.deliver_every_minutes, watch_interval=s.daemon.watch_interval,
                         standby_poll=s.daemon.standby_poll, smtp=s.smtp,
                         delivery=s.delivery.model_copy(update={"templates_dir": tdir}),
-                        tracking_start=s.rules.tracking_start, links=confirmations.link_maker(s))
+                        tracking_start=s.rules.tracking_start, links=confirmations.link_maker(s),
+                        on_rules_loaded=lambda now: ruleversions.record_hand_edits(s, now))
     if deliver_every is not None:
         dcfg.deliver_every_minutes = deliver_every
     if lease_ttl is not None:

@@ -45,8 +45,10 @@ def bind(host: str, port: int) -> socket.socket:
 def server(app, sock: socket.socket, log_level: str = "warning"):
     import uvicorn
 
-    cfg = uvicorn.Config(app, log_level=log_level, access_log=False, proxy_headers=True, forwarded_allow_ips="127.0.0.1",
-                         server_header=False, lifespan="off")
+    # log_config=None: uvicorn's own dictConfig would print plain "ERROR: …" lines to stderr; without
+    # it its loggers go through the daemon's handlers (one JSON object per line with --log-format json).
+    cfg = uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False, proxy_headers=True,
+                         forwarded_allow_ips="127.0.0.1", server_header=False, lifespan="off")
     srv = uvicorn.Server(cfg)
     return srv
 
