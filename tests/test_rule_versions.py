@@ -384,3 +384,15 @@ def test_the_migration_matches_the_model(db_url: str) -> None:
         assert inspect(eng).has_table("rule_versions")
     finally:
         eng.dispose()
+
+
+def test_a_naive_moment_from_sqlite_is_utc_whatever_the_servers_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    _time.tzset()
+    try:
+        assert rv.local_time(datetime(2026, 3, 2, 2, 0)).strftime("%d/%m/%Y %H:%M") == "02/03/2026 09:00"
+    finally:
+        monkeypatch.undo()
+        _time.tzset()

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -66,7 +66,9 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")       # times are shown in the province's time
 
 
 def local_time(t: datetime) -> datetime:
-    return t.astimezone(TZ)
+    """Vietnam's time; a naive moment (SQLite gives UTC back without a zone) is UTC, never the
+    server's local time."""
+    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).astimezone(TZ)
 
 
 KIND_VI = {"initial": "Ghi nhận ban đầu", "apply": "Áp dụng bản nháp", "restore": "Khôi phục",
