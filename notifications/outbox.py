@@ -504,8 +504,10 @@ def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pa
 # `dondoc outbox`
 
 
-def requeue(ses: Session, ids: list[int], now: datetime, all_failed: bool = False) -> tuple[list[int], list[str]]:
-    """Failed deliveries back to pending (attempts reset, same Message-ID). Returns (ids, problems)."""
+def requeue(ses: Session, ids: list[int], now: datetime, all_failed: bool = False,
+            commit: bool = True) -> tuple[list[int], list[str]]:
+    """Failed deliveries back to pending (attempts reset, same Message-ID). Returns (ids, problems).
+    ``commit=False`` leaves the commit to the caller (who adds its audit rows to the same transaction)."""
     problems: list[str] = []
     if all_failed:
         rows = list(ses.exec(select(DeliveryRow).where(DeliveryRow.status == FAILED)).all())
@@ -524,7 +526,10 @@ def requeue(ses: Session, ids: list[int], now: datetime, all_failed: bool = Fals
         d.last_error = f"Gửi lại theo yêu cầu ({now:%d/%m/%Y %H:%M}); lỗi trước: {d.last_error}"
         ses.add(d)
         settle_notices(ses, [n.id for _, n in delivery_notices(ses, d.id)], now)
-    ses.commit()
+    if commit:
+        ses.commit()
+    else:
+        ses.flush()
     return [d.id for d in rows], problems
 
 

@@ -163,8 +163,13 @@ def test_permanent_5xx_fails_one_recipient_only_and_shows_in_outbox(smtp, scenar
     assert "Sở Khoa học và Công nghệ" in table.output and "550" in table.output
     # the unit's address is fixed; the secretariat re-queues the digest, same Message-ID
     handler.always.clear()
-    res = CliRunner().invoke(app, ["outbox", "retry", str(row["id"])])
+    res = CliRunner().invoke(app, ["outbox", "retry", str(row["id"]), "--by", "Nguyễn Văn An"])
     assert res.exit_code == 0, res.output
+    from engine.state import AuditRow
+
+    with session(scenario) as s:                 # the retry names its author in the audit trail
+        trail = s.exec(select(AuditRow).where(AuditRow.action == "outbox_retry")).all()
+    assert [(a.actor, a.entity_id) for a in trail] == [("Nguyễn Văn An", str(row["id"]))]
     deliver(scenario, minipack, NOW + timedelta(minutes=1), smtp=smtp_cfg(port), delivery=FAST)
     [m] = by_rcpt(handler)["skhcn@example.org"]
     assert m.message_id == row["message_id"]

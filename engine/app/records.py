@@ -494,17 +494,12 @@ def outbox_page(settings: Settings, pack: RulePack, state: str, unit: str | None
 
 
 def retry(settings: Settings, delivery_id: int, now: datetime, actor: str) -> str | None:
-    """A failed digest back to the queue through services.outbox_retry; None, or why it could not be.
-    The retry is written to the audit trail with its author (the service itself does not name one)."""
-    res = services.outbox_retry(settings, [delivery_id], now)
+    """A failed digest back to the queue through services.outbox_retry (which writes the audit
+    trail with its author); None, or why it could not be, in words for the page."""
+    res = services.outbox_retry(settings, [delivery_id], now, actor=actor)
     if res.errors or not res.requeued:
         text = (res.errors or ["thư này không gửi lại được"])[0]
         text = text.replace(f"thư số {delivery_id} ", "thư này ").replace(f"không có thư số {delivery_id}",
                                                                           "không có thư này")
         return sentence(text)
-    with open_session(settings) as ses:
-        rcpt = ses.execute(sa.select(DeliveryRow.recipient).where(DeliveryRow.id == delivery_id)).scalar_one_or_none()
-        ses.add(AuditRow(at=now, actor=actor, action="outbox_retry", entity="delivery", entity_id=str(delivery_id),
-                         detail=json.dumps({"recipient": rcpt}, ensure_ascii=False)))
-        ses.commit()
     return None

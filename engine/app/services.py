@@ -511,14 +511,24 @@ class RetryResult:
     errors: list[str]
 
 
-def outbox_retry(settings: Settings, ids: list[int], now: datetime, all_failed: bool = False) -> RetryResult:
-    """Failed digests back to the queue (same Message-ID); unknown or not-failed ids are named in errors."""
+def outbox_retry(settings: Settings, ids: list[int], now: datetime, all_failed: bool = False,
+                 actor: str = "cli") -> RetryResult:
+    """Failed digests back to the queue (same Message-ID); unknown or not-failed ids are named in errors.
+    Each retry is in the audit trail with its author, in the same transaction as the requeue."""
+    import json
+
+    from engine.state import AuditRow, DeliveryRow
     from notifications.outbox import requeue
 
     if not ids and not all_failed:
         raise InvalidInput("cần số thư hoặc --all-failed", exit_code=2)
     with open_session(settings) as ses:
-        done, problems = requeue(ses, ids, now, all_failed)
+        done, problems = requeue(ses, ids, now, all_failed, commit=False)
+        for i in done:
+            d = ses.get(DeliveryRow, i)
+            ses.add(AuditRow(at=now, actor=actor, action="outbox_retry", entity="delivery", entity_id=str(i),
+                             detail=json.dumps({"recipient": d.recipient if d else None}, ensure_ascii=False)))
+        ses.commit()
     return RetryResult(done, problems)
 
 

@@ -121,9 +121,10 @@ def outbox_list(ctx: typer.Context,
 @outbox_app.command("retry")
 def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, metavar="SỐ_THƯ", help="Số thư (cột “Số” của dondoc outbox)."),
                  all_failed: bool = typer.Option(False, "--all-failed", help="Mọi thư gửi không thành công."),
+                 actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người yêu cầu gửi lại (ghi vào nhật ký)."),
                  db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Đưa thư gửi không thành công trở lại hàng chờ (giữ nguyên Message-ID), ví dụ sau khi sửa địa chỉ."""
-    res = services.outbox_retry(cfg(db=db), ids or [], _now(), all_failed)
+    res = services.outbox_retry(cfg(db=db), ids or [], _now(), all_failed, actor=actor)
     if as_json:
         print(json.dumps({"requeued": res.requeued, "errors": res.errors}, ensure_ascii=False))
     else:
