@@ -46,25 +46,28 @@ class RulePack:
     warnings: list[RuleError] = field(default_factory=list)   # valid but probably unintended (`rules check` prints them)
 
     def expand(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
-        """Unit ids named by a unit or group id (groups may nest)."""
+        """Unit ids named by a unit or group id (groups may nest), in the order of first mention.
+
+        Set-based (an insertion-ordered dict): a list membership test per unit made a 1,000-unit
+        group quadratic, and every page that names a report's reporters expands its groups."""
+        out: dict[str, None] = {}
+        self._expand_into(ref, _seen, out)
+        return list(out)
+
+    def _expand_into(self, ref: str, path: frozenset[str], out: dict[str, None]) -> None:
         if ref in self.units:
-            return [ref]
-        out: list[str] = []
+            out.setdefault(ref)
+            return
         for m in self.groups[ref].members:
-            if m in _seen:
-                continue
-            for u in self.expand(m, _seen | {ref}):
-                if u not in out:
-                    out.append(u)
-        return out
+            if m not in path:                      # a group nested in itself (rules check reports it)
+                self._expand_into(m, path | {ref}, out)
 
     def reporters(self, obligation: Obligation) -> list[str]:
-        out: list[str] = []
+        """The units that report under ``obligation``, each once, in the order of first mention."""
+        out: dict[str, None] = {}
         for ref in obligation.reporters:
-            for u in self.expand(ref):
-                if u not in out:
-                    out.append(u)
-        return out
+            self._expand_into(ref, frozenset(), out)
+        return list(out)
 
     def in_force(self, obligation: Obligation, day: date) -> bool:
         """In force on `day`: its own dates, and not yet replaced by an obligation that supersedes it."""

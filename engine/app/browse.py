@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from engine.app.config import Settings
+from engine.app.dashboard import status_sql
 from engine.app.services import InvalidInput, open_session
 from engine.duedates import Due
 from engine.limits import MAX_YEAR, MIN_YEAR
@@ -141,21 +142,8 @@ def _users(ses: Session) -> dict[str, str]:
 
 
 def expand(pack: RulePack, refs: Iterable[str]) -> list[str]:
-    """The units named by unit or group ids, in the order RulePack.expand gives them, without its
-    list membership tests (quadratic on a 1,000-unit group)."""
-    out: dict[str, None] = {}
-
-    def walk(ref: str, path: frozenset[str]) -> None:
-        if ref in pack.units:
-            out.setdefault(ref)
-            return
-        for m in pack.groups[ref].members:
-            if m not in path:
-                walk(m, path | {ref})
-
-    for ref in refs:
-        walk(ref, frozenset())
-    return list(out)
+    """The units named by unit or group ids, each once, in the order RulePack.expand gives them."""
+    return list(dict.fromkeys(u for ref in refs for u in pack.expand(ref)))
 
 
 _PER_PACK: dict[int, tuple["weakref.ref[RulePack]", dict[object, object]]] = {}
@@ -554,26 +542,26 @@ class KindGroup:
 
 def units_overview(settings: Settings, pack: RulePack, today: date) -> list[KindGroup]:
     """Every unit of the rules, grouped by kind: overdue and awaiting now, and the on-time rate of
-    this year's reports due so far (the overview's ranking rule)."""
+    this year's reports due so far (the overview's ranking rule), counted in the database with
+    the overview's status expression (engine.app.dashboard.status_sql: classify in SQL)."""
     year_start = date(today.year, 1, 1)
+    status = status_sql(today).label("status")
+    rated = sa.and_(InstanceRow.due >= year_start, InstanceRow.due <= today).label("rated")
     with open_session(settings) as ses:
-        rows = ses.execute(sa.select(InstanceRow.obligation, InstanceRow.unit, InstanceRow.due,
-                                     InstanceRow.submitted_on, InstanceRow.waived, InstanceRow.awaiting_since).where(
+        rows = ses.connection().execute(sa.select(InstanceRow.unit, status, rated, sa.func.count()).where(
             InstanceRow.active == sa.true(),
             sa.or_(sa.and_(InstanceRow.due <= today,
                            sa.or_(InstanceRow.due >= year_start, InstanceRow.closed == sa.false())),
-                   InstanceRow.awaiting_since.is_not(None)))).all()
-    judge = _Judge(pack, today)
+                   InstanceRow.awaiting_since.is_not(None))).group_by(InstanceRow.unit, status, rated)).all()
     acc: dict[str, list[int]] = {}                    # overdue, awaiting, on time, late, missing
-    for ob, unit, due, sub, waived, awaiting in rows:
-        status = judge(ob, due, sub, waived, awaiting)
+    for unit, st, in_window, n in rows:
         a = acc.setdefault(unit, [0, 0, 0, 0, 0])
-        if status == "overdue":
-            a[0] += 1
-        elif status == "awaiting":
-            a[1] += 1
-        if year_start <= due <= today and status not in ("waived", "awaiting"):
-            a[2 if status == "done_on_time" else 3 if status == "done_late" else 4] += 1
+        if st == "overdue":
+            a[0] += n
+        elif st == "awaiting":
+            a[1] += n
+        if in_window and st not in ("waived", "awaiting"):
+            a[2 if st == "done_on_time" else 3 if st == "done_late" else 4] += n
     groups: dict[str, KindGroup] = {}
     for u in pack.units.values():
         g = groups.setdefault(u.kind, KindGroup(u.kind, UNIT_KIND_VI.get(u.kind, u.kind), []))

@@ -6,15 +6,19 @@ Query (all optional): ``bao-cao`` one report (absent: the report with the most u
 ``noi-nhan`` the reports sent to one unit, ``loai`` units of one kind, ``nam`` the year,
 ``tinh-trang`` a status key, ``trang`` the page of units (browse.PAGE_UNITS a page). ``obligation``
 is accepted for ``bao-cao`` (benchmarks/bench_web.py).
+
+Served from engine.app.pagecache: computed once per version of the data (the query is in the key).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.app import browse
+from engine.app import browse, pagecache
 from engine.app.accounts import LoginSession
 from engine.app.web.security import ctx, require_login
 
@@ -46,15 +50,18 @@ def matrix_page(request: Request, login: LoginSession = Depends(require_login)) 
     problem = browse.check_query(pack, q)
     if problem:
         raise HTTPException(*problem)
-    options = browse.filter_options(c.settings, pack, today, year)
-    common = dict(title="Ma trận báo cáo", nav="matrix", today=today, q=q, options=options,
-                  short=browse.STATUS_SHORT, order=browse.STATUS_ORDER)
-    if status is not None:
-        return request.app.state.pages.render(request, "matrix.html", listing=browse.status_list(c.settings, pack, today, q),
-                                              m=None, **common)
-    m = browse.matrix(c.settings, pack, today, q)
-    pages = [(n, _with_page(request, n)) for n in range(1, m.pages + 1)] if m.pages > 1 else []
-    return request.app.state.pages.render(request, "matrix.html", listing=None, m=m, page_links=pages, **common)
+
+    def data() -> dict[str, Any]:
+        common = dict(q=q, options=browse.filter_options(c.settings, pack, today, year), short=browse.STATUS_SHORT,
+                      order=browse.STATUS_ORDER)
+        if status is not None:
+            return dict(common, listing=browse.status_list(c.settings, pack, today, q), m=None)
+        m = browse.matrix(c.settings, pack, today, q)
+        pages = [(n, _with_page(request, n)) for n in range(1, m.pages + 1)] if m.pages > 1 else []
+        return dict(common, listing=None, m=m, page_links=pages)
+
+    return pagecache.render(request, "matrix.html", pack=pack, today=today, title="Ma trận báo cáo", nav="matrix",
+                            data=data, key=(browse.LIST_LIMIT, browse.PAGE_UNITS))
 
 
 def _with_page(request: Request, n: int) -> str:

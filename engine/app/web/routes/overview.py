@@ -1,4 +1,7 @@
-"""Tổng quan: counts per status today, this week's deadlines, who is late, on-time ranking."""
+"""Tổng quan: counts per status today, this week's deadlines, who is late, on-time ranking.
+
+Served from engine.app.pagecache: computed once per version of the data and shared by every
+secretary who opens it until something is recorded, the rules change or the day turns."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.app import dashboard
+from engine.app import dashboard, pagecache
 from engine.app.accounts import LoginSession
 from engine.app.web.security import ctx, require_login
 
@@ -18,6 +21,8 @@ def overview_page(request: Request, login: LoginSession = Depends(require_login)
     c = ctx(request)
     pack = c.pack()
     today = c.today()
-    data = dashboard.overview(c.settings, pack, today)
-    return request.app.state.pages.render(request, "overview.html", title="Tổng quan", nav="overview", today=today,
-                                          data=data, secret_missing=c.settings.web.secret is None)
+    secret_missing = c.settings.web.secret is None
+    return pagecache.render(request, "overview.html", pack=pack, today=today, title="Tổng quan", nav="overview",
+                            data=lambda: {"data": dashboard.overview(c.settings, pack, today),
+                                          "secret_missing": secret_missing},
+                            key=secret_missing)
