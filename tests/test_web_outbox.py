@@ -37,7 +37,10 @@ class Failing:
     def __init__(self, con: Console):
         self.con = con
         with open_session(con.settings) as ses:
-            self._ids = iter(ses.execute(sa.select(DeliveryRow.id).where(DeliveryRow.status == "sent")
+            # only the digests of the real delivery pass: the extra old rows another test adds have no
+            # notice behind them, so a retry of one would (rightly) be dropped, not sent
+            self._ids = iter(ses.execute(sa.select(DeliveryRow.id).where(DeliveryRow.status == "sent",
+                                                                         ~DeliveryRow.key.like("email|extra|%"))
                                          .order_by(DeliveryRow.id.desc())).scalars().all())
 
     def __call__(self) -> int:
