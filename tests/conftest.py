@@ -36,9 +36,10 @@ def pg_server():
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def db_url(request, tmp_path: Path) -> str:
-    """A fresh, empty state database (SQLite file or PostgreSQL database), migrated by the code under test."""
+    """A fresh, empty state database (SQLite file or PostgreSQL database), migrated by the code under test.
+    The PostgreSQL twin of each test is in the whole suite, not in the fast one (-m "not slow")."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
     server = request.getfixturevalue("pg_server")
@@ -84,6 +85,28 @@ def minipack():
     return load_pack(MINIPACK, CALENDAR)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cli_built_once():
+    """Typer's CliRunner rebuilds the whole click command tree (every command, option and `--now`)
+    at each invoke: ~0.04 s, hundreds of times in the suite. A process builds it once and runs it;
+    so do the tests: the tree of an app is built at its first invoke in a worker and reused (the
+    commands run exactly as before; what they do is in the context click creates per invoke)."""
+    import typer.testing
+
+    built: dict[int, tuple[object, object]] = {}
+    build = typer.testing._get_command
+
+    def once(app):
+        hit = built.get(id(app))
+        if hit is None or hit[0] is not app:
+            hit = built[id(app)] = (app, build(app))
+        return hit[1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.testing, "_get_command", once)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _wide_cli_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """CLI tables do not depend on the terminal running the tests (pytest-xdist workers have none):
@@ -94,7 +117,44 @@ def _wide_cli_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common.err, "_width", 250)
 
 
+# Seconds each module's tests take together on the 2-core CI machine (measured with --junitxml or
+# --durations; rounded): only for the order below, never for a result. A module missing here counts
+# as short. Refresh an entry when a module gets much longer or shorter.
+EXPECTED_SECONDS: dict[str, float] = {
+    "tests/test_daemon_faults.py": 195,
+    "tests/test_daemon_run.py": 160,
+    "tests/test_rules_daemon_flow.py": 30,
+    "tests/test_web_rules_edit.py": 28,
+    "tests/test_web_confirm.py": 20,
+    "tests/test_web_csrf.py": 18,
+    "tests/test_config_wiring.py": 17,
+    "tests/test_preview.py": 15,
+    "tests/test_web_rules_browser.py": 14,
+    "tests/test_daemon_health.py": 14,
+    "tests/test_notify_smtp.py": 12,
+    "tests/test_web_cache.py": 12,
+    "tests/test_rule_versions.py": 10,
+    "tests/test_web_reports.py": 10,
+    "tests/test_web_daemon.py": 9,
+    "tests/test_kpi_charts.py": 9,
+    "tests/test_notify_crash.py": 7,
+    "tests/test_web_instances.py": 7,
+    "tests/test_web_flows_browser.py": 7,
+    "tests/test_golive.py": 7,
+    "tests/test_cli_errors.py": 7,
+    "tests/test_state.py": 6,
+    "tests/test_web_browser.py": 5,
+    "tests/test_rules_mutation.py": 5,
+}
+
+
+def _expected(item: pytest.Item) -> float:
+    return EXPECTED_SECONDS.get(item.nodeid.split("::", 1)[0], 0.0)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long tests first: with pytest-xdist's workers they run beside the many short ones instead
-    of ending the run alone (the order of everything else is kept)."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+    """The longest modules first, each module's tests kept together and in their order (several
+    modules share state between their tests through module-scoped fixtures). With `--dist loadfile`
+    (pyproject.toml) pytest-xdist gives a worker one whole module at a time, in this order: the long
+    ones start at once and the many short ones even out the end of the run."""
+    items.sort(key=lambda item: -_expected(item))

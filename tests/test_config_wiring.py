@@ -228,7 +228,7 @@ def with_webhooks(minipack, port: int, units=("skhcn", "vp", "baogl")):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-@pytest.mark.parametrize(("timeout", "sent"), [(1, False), (7, True)])
+@pytest.mark.parametrize(("timeout", "sent"), [(1, False), pytest.param(7, True, marks=pytest.mark.slow)])  # waits 4.5 s
 def test_webhook_timeout(source, timeout, sent, tmp_path, notices, minipack) -> None:
     """The receiver answers after 4.5 s: a 1 s timeout gives up (retry), 7 s waits (sent).
     Before, Apprise's own 4 s read timeout applied whatever the setting said."""

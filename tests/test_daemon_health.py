@@ -72,6 +72,7 @@ def lease_row(db: str) -> tuple[str, float]:
 
 # -- 1. the zombie: a scheduler that cannot work makes the daemon leave, non-zero ----------------
 
+@pytest.mark.slow   # a daemon in a thread, stalled for real seconds
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("failure", ["error-every-pass", "thread-dies"])
 def test_scheduler_that_cannot_work_exits_70_and_frees_the_lease(tmp_path, monkeypatch, failure) -> None:
@@ -129,6 +130,7 @@ def test_transient_renewal_error_keeps_the_lease_a_lost_row_loses_it() -> None:
 
 # -- 2. leases across a busy database ---------------------------------------------------------------
 
+@pytest.mark.slow   # leases expire on the wall clock: ~5 s
 def test_standby_waits_out_a_locked_database_and_lets_the_holder_renew_first(tmp_path) -> None:
     db = f"sqlite:///{tmp_path / 'state.db'}"
     get_engine(db)
@@ -260,6 +262,7 @@ def test_json_formatter_keeps_extra_fields() -> None:
 
 # -- 5. systemd notify and watchdog ----------------------------------------------------------------
 
+@pytest.mark.slow   # a daemon in a thread pinging a real watchdog: ~2.5 s
 def test_sd_notify_ready_watchdog_while_healthy_and_stopping(tmp_path, monkeypatch) -> None:
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
