@@ -22,7 +22,7 @@ from sqlmodel import Session, create_engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30.0          # how long a statement waits for another writer (CLI commands)
 FILE_MODE = 0o600
-COMPANIONS = ("-wal", "-shm", "-journal", ".migrate-lock", ".notify.lock", ".rules-lock")
+COMPANIONS = ("-wal", "-shm", "-journal", ".migrate-lock", ".notify.lock", ".rules-lock", ".inbox-lock")
 
 
 def is_transient_db_error(exc: BaseException) -> bool:

@@ -243,6 +243,7 @@ class ConfirmationRow(SQLModel, table=True):
     decided_by: Optional[str] = Field(default=None, max_length=80)
     reason: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     submission_id: Optional[int] = Field(default=None, foreign_key="submissions.id")
+    inbound_id: Optional[int] = Field(default=None, index=True)   # the mail it came from (0009)
 
 
 class AttachmentRow(SQLModel, table=True):
@@ -260,6 +261,37 @@ class AttachmentRow(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     created_at: datetime
     created_by: str = Field(max_length=80)
+
+
+# ─── reports that arrive by e-mail (0009) ───────────────────────────────────────────────────────
+class InboundMailRow(SQLModel, table=True):
+    """One message read from the reporting mailbox, once (``message_id`` is the dedup key: the
+    Message-ID, or ``sha256:…`` of the raw bytes when it has none). ``state``: recorded (matched,
+    its items "chờ xác nhận"), queued (cần phân loại), ignored (auto-reply, bounce), assigned or
+    dismissed by a secretary. The raw message is kept on disk under ``stored_name`` (evidence)."""
+    __tablename__ = "inbound_mails"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=300, unique=True)
+    raw_sha256: str = Field(max_length=64, index=True)
+    raw_size: int
+    stored_name: Optional[str] = Field(default=None, max_length=80)
+    folder: str = Field(default="INBOX", max_length=200)
+    uid: Optional[int] = None
+    received_at: datetime
+    sender: str = Field(default="", max_length=320)
+    sender_name: str = Field(default="", max_length=200)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    state: str = Field(default="queued", max_length=12, index=True)
+    via: str = Field(default="none", max_length=10)          # reply | sender | none
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    ref: Optional[str] = Field(default=None, max_length=80)  # số ký hiệu found in the mail
+    units: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    candidates: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))  # [[instance id, score]]
+    files: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))       # what was attached
+    problems: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    created_at: datetime
+    decided_at: Optional[datetime] = None
+    decided_by: Optional[str] = Field(default=None, max_length=80)
 
 
 # ─── versions of the rule folder (0008) ─────────────────────────────────────────────────────────

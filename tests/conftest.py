@@ -124,6 +124,11 @@ EXPECTED_SECONDS: dict[str, float] = {
     "tests/test_daemon_faults.py": 195,
     "tests/test_daemon_run.py": 160,
     "tests/test_rules_daemon_flow.py": 30,
+    "tests/test_inbox_daemon.py": 20,
+    "tests/test_inbox_crash.py": 18,
+    "tests/test_inbox_imap.py": 12,
+    "tests/test_web_inbox.py": 10,
+    "tests/test_inbox_store.py": 5,
     "tests/test_web_rules_edit.py": 28,
     "tests/test_web_confirm.py": 20,
     "tests/test_web_csrf.py": 18,
@@ -158,3 +163,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (pyproject.toml) pytest-xdist gives a worker one whole module at a time, in this order: the long
     ones start at once and the many short ones even out the end of the run."""
     items.sort(key=lambda item: -_expected(item))
+
+
+@pytest.fixture(scope="session")
+def imap_server():
+    """One dovecot for the session (tests/imapserver.py); each test gets its own account. Skipped
+    where dovecot is missing, except when DONDOC_REQUIRE_IMAP=1 (CI): then it fails."""
+    from tests.imapserver import ImapServer
+
+    try:
+        server = ImapServer().start()
+    except Exception as exc:  # dovecot missing or cannot start
+        if os.environ.get("DONDOC_REQUIRE_IMAP") == "1":
+            pytest.fail(f"IMAP server needed (DONDOC_REQUIRE_IMAP=1) but not available: {exc}")
+        pytest.skip(f"IMAP server (dovecot) not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_account(imap_server):
+    return imap_server.new_account()

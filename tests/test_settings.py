@@ -85,10 +85,13 @@ def test_every_listed_variable_reaches_a_field() -> None:
                "standby_poll": "3", "format": "json", "level": "DEBUG", "digest_max_items": "10",
                "serve": "false", "public_url": "https://dondoc.example.vn", "secret": "s" * 32,
                "stop_reminders_at": "acceptance", "link_days": "7", "upload_dir": "/tmp/u", "max_upload_mb": "5",
-               "session_hours": "2", "cookie_secure": "true", "login_attempts": "3"}
+               "session_hours": "2", "cookie_secure": "true", "login_attempts": "3", "cafile": "/tmp/ca.pem",
+               "folder": "Bao-cao", "done_keyword": "xong", "move_to": "Da-xu-ly", "every_minutes": "10",
+               "batch": "50", "max_message_mb": "20"}
+    by_name = {"DONDOC_INBOX_SECURITY": "starttls"}      # "tls" is the mailbox's default
     defaults = load_settings({}, file=None)
     for name, (section, key) in ENV.items():
-        s = load_settings({name: samples[key]}, file=None)
+        s = load_settings({name: by_name.get(name, samples[key])}, file=None)
         assert getattr(s, section) != getattr(defaults, section), name
 
 

@@ -100,19 +100,26 @@ def directory(settings: Settings) -> Path:
     return d
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only this account can read (0600), durably (fsync) and whole or not at all
+    (written beside, then renamed): a crash never leaves half a report under the final name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 def store(ses: Session, settings: Settings, data: bytes, name: str | None, *, instance_id: int, unit: str,
           now: datetime, actor: str, confirmation_id: int | None = None, submission_id: int | None = None) -> AttachmentRow:
     """Check, write (0600, fsync, under a generated name) and add the row to ``ses`` (the caller commits:
     the file without its row is harmless, the row without its file never happens)."""
     c = check(settings, data, name)
     stored = f"{now:%Y%m%d}-{secrets.token_hex(12)}.{c.kind}"
-    path = directory(settings) / stored
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private(directory(settings) / stored, data)
     row = AttachmentRow(instance_id=instance_id, unit=unit, confirmation_id=confirmation_id,
                         submission_id=submission_id, filename=c.filename, stored_name=stored,
                         content_type=c.content_type, size=c.size, sha256=c.sha256, created_at=now, created_by=actor)

@@ -121,6 +121,45 @@ class WebConfig(BaseModel):
         return self.secret.get_secret_value() if self.secret is not None else None
 
 
+class InboxConfig(BaseModel):
+    """The secretariat's reporting mailbox (engine/app/inbox): reports that arrive by e-mail. No
+    ``host``: nothing is read. Always over TLS (implicit or STARTTLS): the password never travels
+    in clear; it comes only from the environment (DONDOC_INBOX_PASSWORD)."""
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)      # unset: 993 tls, 143 starttls
+    security: Literal["tls", "starttls"] = "tls"
+    validate_certs: bool = True
+    cafile: Path | None = None              # an internal CA's certificate (PEM), beside the system's
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, repr=False)
+    folder: str = "INBOX"
+    # A message is marked with this IMAP keyword only after what it produced is committed; with
+    # ``move_to`` it is moved to that folder instead (created if missing).
+    done_keyword: str = Field(default="dondoc-xong", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    move_to: str | None = None
+    every_minutes: int = Field(default=5, ge=1, le=1440)     # the daemon reads the mailbox this often
+    batch: int = Field(default=200, ge=1, le=5000)           # messages per connection
+    timeout: float = Field(default=30.0, gt=0, le=600)
+    max_message_mb: int = Field(default=60, ge=1, le=500)    # bigger: only the headers are read
+
+    @field_validator("host", "username", "move_to")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return (v.strip() or None) if v is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+    @property
+    def port_or_default(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password is not None else None
+
+
 # ─── where each value may come from ───────────────────────────────────────────────────────────────
 # Environment variable → (section, field). Several names for one field are older spellings.
 ENV: dict[str, tuple[str, str]] = {
@@ -176,10 +215,25 @@ ENV: dict[str, tuple[str, str]] = {
     "DONDOC_WEB_SESSION_HOURS": ("web", "session_hours"),
     "DONDOC_WEB_COOKIE_SECURE": ("web", "cookie_secure"),
     "DONDOC_WEB_LOGIN_ATTEMPTS": ("web", "login_attempts"),
+    "DONDOC_INBOX_HOST": ("inbox", "host"),
+    "DONDOC_INBOX_PORT": ("inbox", "port"),
+    "DONDOC_INBOX_SECURITY": ("inbox", "security"),
+    "DONDOC_INBOX_VALIDATE_CERTS": ("inbox", "validate_certs"),
+    "DONDOC_INBOX_CAFILE": ("inbox", "cafile"),
+    "DONDOC_INBOX_USERNAME": ("inbox", "username"),
+    "DONDOC_INBOX_PASSWORD": ("inbox", "password"),
+    "DONDOC_INBOX_FOLDER": ("inbox", "folder"),
+    "DONDOC_INBOX_DONE_KEYWORD": ("inbox", "done_keyword"),
+    "DONDOC_INBOX_MOVE_TO": ("inbox", "move_to"),
+    "DONDOC_INBOX_EVERY_MINUTES": ("inbox", "every_minutes"),
+    "DONDOC_INBOX_BATCH": ("inbox", "batch"),
+    "DONDOC_INBOX_TIMEOUT": ("inbox", "timeout"),
+    "DONDOC_INBOX_MAX_MESSAGE_MB": ("inbox", "max_message_mb"),
 }
-SECRETS = {("smtp", "password"), ("web", "secret")}
-SECRET_ENV = {("smtp", "password"): "DONDOC_SMTP_PASSWORD", ("web", "secret"): "DONDOC_WEB_SECRET"}
-SECTIONS = ("database", "rules", "calendar", "smtp", "delivery", "daemon", "log", "web")
+SECRETS = {("smtp", "password"), ("web", "secret"), ("inbox", "password")}
+SECRET_ENV = {("smtp", "password"): "DONDOC_SMTP_PASSWORD", ("web", "secret"): "DONDOC_WEB_SECRET",
+              ("inbox", "password"): "DONDOC_INBOX_PASSWORD"}
+SECTIONS = ("database", "rules", "calendar", "smtp", "delivery", "daemon", "log", "web", "inbox")
 # Flat keys in the file: the variable's name without DONDOC_, lower case (smtp_host, send_start …).
 FLAT = {name.removeprefix("DONDOC_").lower(): target for name, target in ENV.items()}
 # Fields that only exist as an input form: "hours" = "HH:MM-HH:MM" sets send_start and send_end.
@@ -297,6 +351,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     log: LogConfig = LogConfig()
     web: WebConfig = WebConfig()
+    inbox: InboxConfig = InboxConfig()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -312,7 +367,8 @@ class Settings(BaseSettings):
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "database": DatabaseConfig, "rules": RulesConfig, "calendar": CalendarConfig, "smtp": SmtpConfig,
-    "delivery": DeliveryConfig, "daemon": DaemonSettings, "log": LogConfig, "web": WebConfig}
+    "delivery": DeliveryConfig, "daemon": DaemonSettings, "log": LogConfig, "web": WebConfig,
+    "inbox": InboxConfig}
 
 
 def mask_url(url: str) -> str:

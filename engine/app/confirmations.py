@@ -329,6 +329,23 @@ def check_unit_date(inst: InstanceRow, submitted_on: date, now: datetime) -> Non
                            f"(sớm nhất {earliest:%d/%m/%Y})")
 
 
+def mark_awaiting(ses: Session, settings: Settings, inst: InstanceRow, day: date, now: datetime) -> None:
+    """The report is "Đã gửi – chờ xác nhận" from ``day``; its reminders pause unless the
+    configuration waits for the secretariat's acceptance."""
+    inst.awaiting_since = day
+    inst.chase_paused = settings.web.stop_reminders_at == "confirmation"
+    inst.updated_at = now
+    ses.add(inst)
+
+
+def supersede_pending(ses: Session, instance_id: int, now: datetime, actor: str) -> None:
+    """A newer "đã gửi" for the same report (from the link or by mail) replaces a pending one."""
+    for old in ses.exec(select(ConfirmationRow).where(ConfirmationRow.instance_id == instance_id,
+                                                      ConfirmationRow.state == PENDING)).all():
+        old.state, old.decided_at, old.decided_by = SUPERSEDED, now, actor[:80]
+        ses.add(old)
+
+
 def confirm(settings: Settings, token: str, instance_id: int, submitted_on: date, ref: str | None, note: str | None,
             file: tuple[bytes, str | None] | None, now: datetime) -> ConfirmationRow:
     """The unit says "đã gửi" for one report of its link: a pending confirmation (an earlier pending
@@ -343,10 +360,7 @@ def confirm(settings: Settings, token: str, instance_id: int, submitted_on: date
             raise InvalidInput("báo cáo này đã được Văn phòng ghi nhận hoặc không còn phải nộp; không cần báo lại")
         check_unit_date(inst, submitted_on, now)
         actor = f"unit:{link.unit}"
-        for old in ses.exec(select(ConfirmationRow).where(ConfirmationRow.instance_id == inst.id,
-                                                          ConfirmationRow.state == PENDING)).all():
-            old.state, old.decided_at, old.decided_by = SUPERSEDED, now, actor[:80]
-            ses.add(old)
+        supersede_pending(ses, inst.id or 0, now, actor)
         conf = ConfirmationRow(instance_id=inst.id or 0, unit=link.unit, link_id=link.id, submitted_on=submitted_on,
                                ref=ref, note=note, state=PENDING, created_at=now)
         ses.add(conf)
@@ -355,10 +369,7 @@ def confirm(settings: Settings, token: str, instance_id: int, submitted_on: date
         if file is not None and file[0]:
             stored = attachments.store(ses, settings, file[0], file[1], instance_id=inst.id or 0, unit=link.unit,
                                        now=now, actor=actor, confirmation_id=conf.id)
-        inst.awaiting_since = submitted_on
-        inst.chase_paused = settings.web.stop_reminders_at == "confirmation"
-        inst.updated_at = now
-        ses.add(inst)
+        mark_awaiting(ses, settings, inst, submitted_on, now)
         ses.add(AuditRow(at=now, actor=actor, action="confirm", entity="instance",
                          entity_id=f"{inst.obligation}|{inst.unit}|{inst.period}",
                          detail=json.dumps({"confirmation": conf.id, "submitted_on": submitted_on.isoformat(), "ref": ref,

@@ -220,6 +220,10 @@ class DaemonConfig:
     # called with "now" after each valid rules folder goes live, so a hand edit of rules/ made outside
     # the console is recorded as a version (engine.app.ruleversions.record_hand_edits); None: not recorded
     on_rules_loaded: Callable[[datetime], object] | None = None
+    # reads the reporting mailbox (engine.app.inbox.reader.fetch bound to the settings) every
+    # ``inbox_every_minutes`` simulated minutes; None: no mailbox configured
+    read_inbox: Callable[[Any, datetime], object] | None = None
+    inbox_every_minutes: int = 5
     # real seconds the daemon waits out a busy or unreachable database (statement busy timeout,
     # retries) before it declares itself unhealthy and exits 70
     stall_limit: float = 300.0
@@ -458,6 +462,30 @@ class Daemon:
             log.info("delivered %s at %s", sent, now.isoformat(timespec="minutes"),
                      extra={"event": "delivered", "sent": sent, "sim_now": now.isoformat()})
 
+    def job_inbox(self) -> None:
+        """Read the reporting mailbox. A mailbox that is down or refuses us is logged (in words) and
+        tried again at the next run: it must not make the daemon count itself unhealthy."""
+        from engine.app.services import DatabaseUnavailable, ServiceError
+
+        if self.cfg.read_inbox is None:
+            return
+        now = self.clock.now()
+        with self._pack_lock:
+            pack = self.pack
+        assert pack is not None
+        try:
+            rep = self.cfg.read_inbox(pack, now)
+        except ServiceError as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                raise                            # the database: the health check decides
+            log.warning("inbox: %s", exc.message, extra={"event": "inbox_failed"})
+            return
+        read = getattr(rep, "read", 0)
+        if read:
+            log.info("inbox: %s", rep.summary(), extra={"event": "inbox_read", "read": read,  # type: ignore[attr-defined]
+                                                        "recorded": getattr(rep, "recorded", 0),
+                                                        "queued": getattr(rep, "queued", 0), "sim_now": now.isoformat()})
+
     # ---- health -------------------------------------------------------------------------------
     def health(self) -> str | None:
         """None while the daemon does its work; else why not (the lease is then not renewed)."""
@@ -499,6 +527,11 @@ class Daemon:
             "deliver": (_job_deliver, IntervalTrigger(minutes=self.cfg.deliver_every_minutes, timezone=TZ,
                                                       start_date=self.clock.now())),
         }
+        if self.cfg.read_inbox is not None:
+            specs["inbox"] = (_job_inbox, IntervalTrigger(minutes=self.cfg.inbox_every_minutes, timezone=TZ,
+                                                          start_date=self.clock.now()))
+        elif sched.get_job("inbox") is not None:
+            sched.remove_job("inbox")            # the mailbox was configured once, and is no more
         now = self.clock.now()
         for job_id, (func, trigger) in specs.items():
             job = sched.get_job(job_id)
@@ -658,6 +691,11 @@ def _job_evaluate() -> None:
 def _job_deliver() -> None:
     assert _DAEMON is not None
     _DAEMON.run_job("deliver", _DAEMON.job_deliver)
+
+
+def _job_inbox() -> None:
+    assert _DAEMON is not None
+    _DAEMON.run_job("inbox", _DAEMON.job_inbox)
 
 
 # ---- logging ------------------------------------------------------------------------------------

@@ -82,7 +82,27 @@ def run_checks(s: Settings, rules: Path | None, calendar_dir: Path | None, db: s
             out.append((False, "máy chủ thư", f"chưa cấu hình SMTP và không ghi được vào {target}: {exc}"))
     out.extend(golive_checks(s, rules, calendar_dir, db, now))
     out.extend(web_checks(s))
+    out.append(inbox_check(s))
     return out
+
+
+def inbox_check(s: Settings) -> CheckResult:
+    """Log in to the reporting mailbox with the reader's own client and count what waits."""
+    from engine.app.inbox.mailbox import Mailbox
+    from engine.app.services import ServiceError
+
+    cfg = s.inbox
+    if not cfg.enabled:
+        return (None, "hộp thư nhận báo cáo", "chưa cấu hình DONDOC_INBOX_HOST: báo cáo gửi qua thư điện tử phải "
+                                              "ghi nhận bằng tay")
+    try:
+        with Mailbox(cfg) as box:
+            waiting = len(box.pending())
+    except ServiceError as exc:
+        return (False, "hộp thư nhận báo cáo", exc.message)
+    tls = "TLS" if cfg.security == "tls" else "STARTTLS"
+    return (True, "hộp thư nhận báo cáo", f"{cfg.host}:{cfg.port_or_default} ({tls}), thư mục “{cfg.folder}”: "
+                                          f"{waiting} thư chưa đọc, đọc mỗi {cfg.every_minutes} phút")
 
 
 def web_checks(s: Settings) -> list[CheckResult]:

@@ -28,6 +28,7 @@ from engine.app.cli import notify as _notify  # noqa: E402,F401
 from engine.app.cli import kpi as _kpi  # noqa: E402,F401
 from engine.app.cli import daemon as _daemon  # noqa: E402,F401
 from engine.app.cli import web as _web  # noqa: E402,F401
+from engine.app.cli import inbox as _inbox  # noqa: E402,F401
 
 
 def main() -> None:

@@ -278,9 +278,15 @@ def obligation_title(pack: RulePack, oid: str) -> str:
 
 
 def dump_json(data: Any) -> None:
+    """JSON for scripts: dates and moments as ISO 8601 (yyyy-mm-dd, with the offset)."""
     import json
 
-    print(json.dumps(data, ensure_ascii=False, indent=2))
+    def iso(v: Any) -> Any:
+        if isinstance(v, (date, datetime)):
+            return v.isoformat()
+        raise TypeError(f"{type(v).__name__} is not JSON serializable")
+
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=iso))
 
 
 RulesOpt = typer.Option(None, "--rules", metavar="THƯ_MỤC", help="Thư mục quy tắc (mặc định: rules/).")

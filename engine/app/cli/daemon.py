@@ -27,6 +27,7 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         days: int = typer.Option(14, "--days", metavar="SỐ_NGÀY", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
     from engine.app import confirmations, ruleversions
+    from engine.app.inbox import reader as inbox_reader
     from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
     from engine.simclock import Clock
 
@@ -63,7 +64,9 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
                         standby_poll=s.daemon.standby_poll, smtp=s.smtp,
                         delivery=s.delivery.model_copy(update={"templates_dir": tdir}),
                         tracking_start=s.rules.tracking_start, links=confirmations.link_maker(s),
-                        on_rules_loaded=lambda now: ruleversions.record_hand_edits(s, now))
+                        on_rules_loaded=lambda now: ruleversions.record_hand_edits(s, now),
+                        read_inbox=(lambda pack, now: inbox_reader.fetch(s, pack, now)) if s.inbox.enabled else None,
+                        inbox_every_minutes=s.inbox.every_minutes)
     if deliver_every is not None:
         dcfg.deliver_every_minutes = deliver_every
     if lease_ttl is not None:

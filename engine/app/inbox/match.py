@@ -44,6 +44,7 @@ class OpenItem:
     period: str
     due: date
     instance_id: int | None = None
+    earliest: date | None = None    # the first day a report for it can be dated (a later period: not yet)
 
     @property
     def key(self) -> InstanceKey:
@@ -64,6 +65,7 @@ class MatchContext:
     """The data a match needs. ``digests``: Message-ID (any spelling; normalised here) → DigestRef."""
     open_items: Sequence[OpenItem]
     digests: Mapping[str, DigestRef] = field(default_factory=dict)
+    on: date | None = None        # the day the mail arrived: equal candidates nearest to it come first
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ def _by_sender(mail: InboundMail, pack: RulePack, context: MatchContext, mention
         return Match("none", "none", (), f"Người gửi {who} không có trong danh bạ đơn vị: cần chọn đơn vị và báo cáo",
                      number, (), shown)
     names = ", ".join(_unit_name(pack, u) for u in units)
-    items = [i for i in context.open_items if i.unit in units]
+    items = [i for i in context.open_items if i.unit in units
+             and (context.on is None or i.earliest is None or i.earliest <= context.on)]
     if not items:
         return Match("none", "sender", (), f"{names} không còn báo cáo nào phải nộp: cần xem và phân loại",
                      number, tuple(units), shown)
@@ -199,7 +202,8 @@ def _by_sender(mail: InboundMail, pack: RulePack, context: MatchContext, mention
     index = _indexes(pack)[1]
     feats = features(" ".join(t for t in [mail.subject] + [a.filename for a in mail.attachments if not a.inline]))
     scored = sorted((Candidate(i, round(index.score(i.obligation, feats), 3)) for i in items),
-                    key=lambda c: (-c.score, c.item.due, c.item.obligation, c.item.unit))
+                    key=lambda c: (-c.score, abs((c.item.due - context.on).days) if context.on else 0, c.item.due,
+                                   c.item.obligation, c.item.unit))
     best = scored[0]
     reportish = best.score >= PLAUSIBLE or "bao cao" in fold(mail.subject) or bool(number)
     if len(scored) == 1 and reportish and (mentions or best.score >= CONFIDENT):
