@@ -184,3 +184,18 @@ def imap_server():
 @pytest.fixture
 def imap_account(imap_server):
     return imap_server.new_account()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing():
+    """Argon2id at its lowest cost in this test process: the console's tests log in hundreds of
+    times and argon2-cffi's defaults take ~0.1 s a hash by design. The product keeps the defaults
+    (tests/test_web_console.py checks them); daemons and commands started as subprocesses too."""
+    from argon2 import PasswordHasher
+
+    from engine.app import accounts
+
+    kept = accounts.HASHER
+    accounts.HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    yield kept
+    accounts.HASHER = kept

@@ -76,6 +76,7 @@ def test_reload_with_close_keeps_rss_bounded() -> None:
 
 
 @pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.slow          # memory: builds and drops many evaluators
 def test_forgotten_host_evaluators_are_freed_by_gc(batch: bool) -> None:
     """The Host driver, and an evaluator dropped without close() (freed when it is collected)."""
     def one(k: int) -> None:

@@ -103,3 +103,12 @@ def test_doctor_says_what_the_links_need() -> None:
     assert link_check({**long, "DONDOC_WEB_PUBLIC_URL": "http://dondoc.tinh.vn"})[0] is None
     ok = link_check({**long, "DONDOC_WEB_PUBLIC_URL": "https://dondoc.tinh.vn"})
     assert ok[0] is True and "kkkk" not in ok[2]          # the secret is never printed
+
+
+def test_the_product_hashes_passwords_with_argon2id_at_the_librarys_cost(cheap_password_hashing) -> None:
+    """What dondoc uses outside the tests (the suite lowers the cost in its own process only)."""
+    from argon2 import Type
+
+    real = cheap_password_hashing
+    assert real.type is Type.ID and real.time_cost >= 3 and real.memory_cost >= 65536
+    assert real.hash("mat-khau-du-dai-1").startswith("$argon2id$")

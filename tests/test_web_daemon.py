@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import CALENDAR, RULES
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow          # real `dondoc run` processes
 
 
 def _start(tmp_path: Path, port: int, now: str = "2026-12-02T09:00", rate: float = 1.0, **extra: str) -> tuple[subprocess.Popen, Path]:

@@ -12,6 +12,8 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from engine.app import ruleversions as rv
 from tests.conftest import RULES
 from tests.web_support import Console, seed_pack, text_of
@@ -65,6 +67,7 @@ def expected_reporters() -> list[str]:
             and (pack.units[u].valid_from is None or pack.units[u].valid_from <= due)]
 
 
+@pytest.mark.slow          # a whole flow through the console: two previews, apply, restore
 def test_add_an_obligation_check_preview_apply_history_restore(tmp_path: Path) -> None:
     con = console(tmp_path)
     c = con.client("thu.ky")
@@ -193,6 +196,7 @@ def _unescape(s: str) -> str:
     return html.unescape(s)
 
 
+@pytest.mark.slow          # a whole flow through the console: two previews, apply, restore
 def test_one_due_day_changed_through_the_form_is_one_line_and_a_stale_draft_is_refused(tmp_path: Path) -> None:
     con = console(tmp_path)
     c = con.client("thu.ky")
@@ -235,6 +239,7 @@ def test_one_due_day_changed_through_the_form_is_one_line_and_a_stale_draft_is_r
     assert "before_due_working_days: [7, 2]" in (live / "pack.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow          # a whole flow through the console: two previews, apply, restore
 def test_units_end_and_add_obligation_end_through_forms(tmp_path: Path) -> None:
     con = console(tmp_path)
     c = con.client("thu.ky")

@@ -10,6 +10,7 @@ with its author.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -32,8 +33,13 @@ from engine.vi import ROLES
 HASHER = PasswordHasher()          # Argon2id with argon2-cffi's current defaults
 MIN_PASSWORD = 10
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,39}")
-# A hash to verify against when the user does not exist, so both cases take the same time.
-_DUMMY_HASH = HASHER.hash("dondoc-khong-co-tai-khoan-nay")
+
+
+@functools.lru_cache(maxsize=4)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash to verify against when the user does not exist, so both cases take the same time.
+    Made on first use, not at import: hashing costs ~0.1 s that every command would pay."""
+    return hasher.hash("dondoc-khong-co-tai-khoan-nay")
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def authenticate(settings: Settings, username: str, password: str, now: datetime
     with open_session(settings) as ses:
         row = ses.exec(select(UserRow).where(UserRow.username == name)).first()
         try:
-            HASHER.verify(row.password_hash if row is not None else _DUMMY_HASH, password)
+            HASHER.verify(row.password_hash if row is not None else _dummy_hash(HASHER), password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         if row is None or not row.active:

@@ -18,6 +18,7 @@ Semantics (docs/kpi.md, "Cách phân loại"):
 from __future__ import annotations
 
 import calendar as _stdcal
+import weakref
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -59,6 +60,9 @@ class TargetResult:
         return STATUS_VI[self.status]
 
 
+_SCHEDULES: dict[int, tuple["weakref.ref[RulePack]", "Schedule"]] = {}
+
+
 class Schedule:
     """When the report that supplies an indicator is due: the periods come from the rule pack."""
 
@@ -66,6 +70,19 @@ class Schedule:
         self.pack = pack
         self.calc = pack.due_calculator()
         self._cache: dict[tuple[str, int, int], list[tuple[Period, date]]] = {}
+
+    @classmethod
+    def of(cls, pack: RulePack) -> "Schedule":
+        """The pack's schedule, shared by every pass over the same pack: its periods and due days
+        depend on the pack alone, and a preview of five weeks makes 72 passes (the daemon one an
+        hour). Keyed by identity (a pack is an unhashable dataclass), checked by a weak reference."""
+        got = _SCHEDULES.get(id(pack))
+        if got is None or got[0]() is not pack:
+            if len(_SCHEDULES) >= 8:
+                _SCHEDULES.clear()
+            got = (weakref.ref(pack), cls(pack))
+            _SCHEDULES[id(pack)] = got
+        return got[1]
 
     def periods(self, obligation_id: str, y0: int, y1: int) -> list[tuple[Period, date]]:
         """(period, due day) for periods ending in years y0..y1 whose due day is in force."""
@@ -361,7 +378,7 @@ def _classify_flow(t: KTarget, path: IndicatorPath, seen: list[Obs], latest: Obs
 def evaluate(kpi: KpiPack, pack: RulePack, values: dict[str, list[Obs]], as_of: date,
              tolerance: float | None = None, sched: Schedule | None = None) -> list[TargetResult]:
     """Every target's status, in the KPI pack's order (group, indicator, milestone)."""
-    sched = sched or Schedule(pack)
+    sched = sched or Schedule.of(pack)
     paths: dict[str, IndicatorPath] = {}
     out: list[TargetResult] = []
     for t in kpi.targets.values():

@@ -118,7 +118,7 @@ def known_since(r: TargetResult, ind, sched: Schedule, tz: ZoneInfo) -> date | N
 
 def rows_for(kpi: KpiPack, pack: RulePack, results: list[TargetResult], as_of: date,
              sched: Schedule | None = None) -> list[ReportRow]:
-    sched = sched or Schedule(pack)
+    sched = sched or Schedule.of(pack)
     tz = ZoneInfo(pack.info.timezone)
     out: list[ReportRow] = []
     for r in results:
@@ -148,7 +148,7 @@ def build_report(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | N
     if not kpi.targets:
         return []
     values = load_values(session, list(kpi.indicators))
-    sched = Schedule(pack)
+    sched = Schedule.of(pack)
     return rows_for(kpi, pack, evaluate(kpi, pack, values, as_of, tolerance, sched), as_of, sched)
 
 
