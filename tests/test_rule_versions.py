@@ -396,3 +396,14 @@ def test_a_naive_moment_from_sqlite_is_utc_whatever_the_servers_zone(monkeypatch
     finally:
         monkeypatch.undo()
         _time.tzset()
+
+
+def test_the_help_names_the_default_draft() -> None:
+    """The CLI's help writes the default draft's name without importing the rule versions module
+    (so that `dondoc --help` stays fast): it must stay the one ruleversions uses."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    r = CliRunner().invoke(app, ["rules", "stage", "--help"])
+    assert r.exit_code == 0 and f"mặc định: {rv.DEFAULT_DRAFT}" in r.output

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.app import services
 from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now, out
+
+if TYPE_CHECKING:
+    from engine.app import services
 
 SHOWN = 200     # table rows on screen; --xlsx or --json give every item
 
@@ -26,6 +28,8 @@ def backlog_cmd(xlsx: Optional[Path] = typer.Option(None, "--xlsx", metavar="T�
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
                 as_json: bool = JsonOpt) -> None:
     """Báo cáo có hạn trước ngày bắt đầu theo dõi mà chưa ghi nhận đã nộp hay được miễn (dondoc không nhắc các báo cáo này)."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     info, b = services.backlog(cfg(rules, calendar_dir, db), pack, now(), date_opt(since, "--from"), unit)
     if xlsx is not None:

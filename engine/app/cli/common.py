@@ -15,7 +15,7 @@ import errno
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -23,12 +23,14 @@ from rich.text import Text
 from typer._click import exceptions as click_exc   # Typer vendors Click: its exceptions live here
 from typer.core import TyperGroup
 
-from engine.app import services
 from engine.app.cli import localize
-from engine.app.config import ConfigError, Settings, load_settings
 from engine.errors import RulePackInvalid
-from engine.rules_loader import RulePack
 from engine.vi import WEEKDAYS
+
+if TYPE_CHECKING:
+    from engine.app import services
+    from engine.app.config import ConfigError, Settings, load_settings
+    from engine.rules_loader import RulePack
 
 out = Console(soft_wrap=True, markup=False, highlight=False)
 err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
@@ -74,6 +76,8 @@ def _usage_error(e: click_exc.UsageError) -> None:
 def report(exc: BaseException) -> int | None:
     """Print a known failure in Vietnamese and return its exit code; None for a real bug."""
     from engine import clock
+    from engine.app import services
+    from engine.app.config import ConfigError
     from engine.submissions import ImportRejected
 
     if isinstance(exc, click_exc.NoArgsIsHelpError):
@@ -135,6 +139,8 @@ def print_import_rejected(file: Path, exc: Any) -> None:
 
 
 def _now_callback(value: Optional[str]) -> Optional[str]:
+    from engine.app import services
+
     if value is not None:
         try:
             services.parse_moment(value, "--now")
@@ -211,6 +217,8 @@ def sub_app(help_text: str, **kwargs: Any) -> typer.Typer:
 
 def settings() -> Settings:
     """The one configuration, read once per command (dondoc.toml + DONDOC_*)."""
+    from engine.app.config import ConfigError, load_settings
+
     if STATE.settings is None:
         try:
             STATE.settings = load_settings()
@@ -222,6 +230,8 @@ def settings() -> Settings:
 
 @app.callback()
 def _root(now: Optional[str] = typer.Option(None, "--now", metavar="THỜI_ĐIỂM", help=NOW_HELP, envvar="DONDOC_NOW")) -> None:
+    from engine.app import services
+
     if now:
         try:
             services.parse_moment(now, "--now")
@@ -236,28 +246,38 @@ def _root(now: Optional[str] = typer.Option(None, "--now", metavar="THỜI_ĐI�
 # ─── helpers for commands ───────────────────────────────────────────────────────────────────────
 def cfg(rules: Optional[Path] = None, calendar: Optional[Path] = None, db: Optional[str] = None) -> Settings:
     """The settings with this command's --rules/--calendar/--db applied."""
+    from engine.app import services
+
     s = services.with_paths(services.with_database(settings(), db), rules, calendar)
     STATE.db_url = s.database.url
     return s
 
 
 def now() -> datetime:
+    from engine.app import services
+
     return services.now(STATE.now_text)
 
 
 def date_opt(value: Optional[str], name: str) -> Optional[date]:
+    from engine.app import services
+
     if value is None:
         return None
     return services.parse_date(value, name)
 
 
 def moment_opt(value: Optional[str], name: str) -> Optional[datetime]:
+    from engine.app import services
+
     if value is None:
         return None
     return services.parse_moment(value, name)
 
 
 def load(rules: Optional[Path], calendar_dir: Optional[Path]) -> RulePack:
+    from engine.app import services
+
     try:
         return services.load_rules(cfg(rules, calendar_dir))
     except RulePackInvalid as exc:
@@ -309,6 +329,8 @@ def _db_url(db: Optional[str]) -> str:
 
 def _session(db: Optional[str]):
     """A session on --db or the configured database (database failures are reported at the root)."""
+    from engine.app import services
+
     return services.open_session(cfg(db=db))
 
 

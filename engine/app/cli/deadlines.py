@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
-from engine.app import services
 from engine.app.cli.common import (CalOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, fmt_day, load, now, out,
                                    sub_app, unit_name)
-from engine.instances import Instance
-from engine.rules_loader import RulePack
+
+if TYPE_CHECKING:
+    from engine.app import services
+    from engine.instances import Instance
+    from engine.rules_loader import RulePack
 
 calendar_app = sub_app("Lịch làm việc và xuất lịch .ics.")
 app.add_typer(calendar_app, name="calendar")
@@ -46,6 +48,8 @@ def deadlines(from_: Optional[str] = typer.Option(None, "--from", metavar="NGÀY
               as_json: bool = JsonOpt,
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
     """Liệt kê hạn nộp báo cáo của các đơn vị trong một khoảng ngày."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     start = date_opt(from_, "--from") or now().date()
     end = date_opt(to, "--to") or start + timedelta(days=60)
@@ -64,6 +68,8 @@ def calendar_ics(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ
                  output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="TỆP", help="Tệp .ics (mặc định: <mã đơn vị>.ics)."),
                  rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt) -> None:
     """Xuất hạn nộp của một đơn vị thành tệp iCalendar (.ics) để nhập vào lịch."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     moment = now()
     start = date_opt(from_, "--from") or moment.date()
@@ -77,6 +83,8 @@ def calendar_ics(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ
 def calendar_days_off(year: int = typer.Option(..., "--year", metavar="NĂM", help="Năm (ví dụ 2026)."),
                       calendar_dir: Optional[Path] = CalOpt, as_json: bool = JsonOpt) -> None:
     """Ngày nghỉ lễ, nghỉ hoán đổi và ngày làm bù của một năm."""
+    from engine.app import services
+
     rows = services.days_off(cfg(calendar=calendar_dir), year)
     if as_json:
         dump_json([r.as_dict() for r in rows])

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
-from engine.app import services
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load,
                                    moment_opt, now, obligation_title, out, print_rule_errors, unit_name)
 from engine.errors import RulePackInvalid
-from engine.rules_loader import RulePack
+
+if TYPE_CHECKING:
+    from engine.app import services
+    from engine.rules_loader import RulePack
 
 STAGE_VI = {"reminder": "Nhắc trước hạn", "due_today": "Đến hạn hôm nay", "overdue": "Quá hạn", "escalation": "Báo cáo cấp trên",
             "kpi": "Chỉ tiêu chậm tiến độ", "kpi_summary": "Tổng hợp chỉ tiêu"}
@@ -39,6 +41,8 @@ def evaluate_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="T
                  as_json: bool = JsonOpt,
                  rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Đánh giá các kỳ báo cáo còn mở theo chính sách nhắc; ghi thông báo vào hộp thư đi."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     moment = moment_opt(as_of, "--as-of") or now()
     s = cfg(rules, calendar_dir, db)
@@ -66,6 +70,8 @@ def simulate_cmd(from_: str = typer.Option(..., "--from", metavar="NGÀY", help=
                  as_json: bool = JsonOpt,
                  rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Chạy thử từng ngày trên một bản sao dữ liệu: xem trước thông báo sẽ gửi khi đổi quy tắc."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     start, end = date_opt(from_, "--from"), date_opt(to, "--to")
     assert start is not None and end is not None
@@ -89,6 +95,7 @@ def preview_cmd(staged: Path = typer.Option(..., "--rules", metavar="THƯ_MỤC"
                 as_json: bool = JsonOpt,
                 calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Xem trước thay đổi của quy tắc thử so với quy tắc đang dùng: hạn nộp thêm, dời, bỏ; thông báo thêm, bớt."""
+    from engine.app import services
     from engine.app.preview import StagedRulesInvalid, default_window
 
     s = cfg(None, calendar_dir, db)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from engine.app import services
 from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now, out, sub_app
+
+if TYPE_CHECKING:
+    from engine.app import services
 
 export_app = sub_app("Xuất dữ liệu ra tệp.")
 app.add_typer(export_app, name="export")
@@ -25,6 +27,8 @@ def export_tracking_cmd(xlsx: Path = typer.Option(..., "--xlsx", metavar="TỆP"
                         db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Xuất các báo cáo chưa nộp ra Excel, với cột “Ngày nộp”, “Số ký hiệu” để điền rồi nhập lại
     (dondoc import submissions TỆP.xlsx)."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     lo, hi, items = services.export_tracking(cfg(rules, calendar_dir, db), pack, now(), xlsx,
                                              date_opt(from_, "--from"), date_opt(to, "--to"), unit)

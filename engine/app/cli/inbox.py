@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, _load, _now, app, cfg, dump_json, out,
                                    print_error, sub_app)
-from engine.app.services import InvalidInput
 from engine.vi import fmt_num
+
+if TYPE_CHECKING:
+    from engine.app.services import InvalidInput
 
 inbox_app = sub_app("Hộp thư nhận báo cáo: báo cáo đơn vị gửi qua thư điện tử.", no_args_is_help=True)
 app.add_typer(inbox_app, name="inbox")
@@ -106,6 +108,7 @@ def inbox_assign(number: int = typer.Argument(..., metavar="SỐ_THƯ", help="S�
                  as_json: bool = JsonOpt) -> None:
     """Phân loại một thư: ghi nhận đã nộp các báo cáo đã chọn, ngày nộp là ngày thư đến, kèm tệp đính kèm."""
     from engine.app.inbox import store
+    from engine.app.services import InvalidInput
 
     pack = _load(rules, calendar_dir)
     s = cfg(rules=rules, calendar=calendar_dir, db=db)

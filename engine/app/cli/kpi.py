@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.app import services
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now, out,
                                    print_rule_errors, sub_app)
 from engine.errors import RulePackInvalid
-from engine.kpi.classify import STATUS_VI
-from engine.kpi.loader import KpiPack
-from engine.rules_loader import RulePack
+
+if TYPE_CHECKING:
+    from engine.app import services
+    from engine.kpi.classify import STATUS_VI
+    from engine.kpi.loader import KpiPack
+    from engine.rules_loader import RulePack
 
 kpi_app = sub_app("Chỉ tiêu (KPI) của kế hoạch: kiểm tra, ghi số liệu, báo cáo, biểu đồ.")
 app.add_typer(kpi_app, name="kpi")
@@ -27,6 +29,8 @@ KPI_HEADING = "Tệp chỉ tiêu không hợp lệ"
 
 
 def _load_kpi(pack: RulePack, kpi_dir: Optional[Path]) -> KpiPack:
+    from engine.app import services
+
     try:
         return services.load_kpi_pack(pack, kpi_dir)
     except RulePackInvalid as exc:
@@ -38,6 +42,8 @@ def _load_kpi(pack: RulePack, kpi_dir: Optional[Path]) -> KpiPack:
 def kpi_check(directory: Optional[Path] = typer.Argument(None, metavar="THƯ_MỤC", help="Thư mục quy tắc (chứa kpi/)."),
               kpi_dir: Optional[Path] = KpiOpt, calendar_dir: Optional[Path] = CalOpt, as_json: bool = JsonOpt) -> None:
     """Kiểm tra tệp chỉ tiêu (đối chiếu đơn vị, báo cáo của bộ quy tắc); thoát 0 nếu hợp lệ, 1 kèm lỗi."""
+    from engine.app import services
+
     stage = "rules"
     try:
         pack = services.load_rules(cfg(directory, calendar_dir))
@@ -73,6 +79,7 @@ def kpi_record(indicator: str = typer.Option(..., "--indicator", metavar="MÃ_CH
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Ghi nhận số liệu của một chỉ tiêu (ghi lại cùng ngày số liệu = đính chính, có lưu vết)."""
+    from engine.app import services
     from engine.kpi.classify import val_text
 
     pack = load(rules, calendar_dir)
@@ -91,6 +98,8 @@ def kpi_import(file: Path = typer.Argument(..., metavar="TỆP_CSV",
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Nhập số liệu chỉ tiêu từ CSV: mọi dòng hợp lệ mới ghi, sai một dòng thì không ghi gì."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     kpi = _load_kpi(pack, kpi_dir)
     n = services.kpi_import(cfg(rules, calendar_dir, db), kpi, file, now(), actor)
@@ -109,6 +118,8 @@ def kpi_report(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NG�
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Tình trạng các chỉ tiêu: Đạt, Đúng tiến độ, Chậm tiến độ, Không đạt, Thiếu số liệu."""
+    from engine.app import services
+    from engine.kpi.classify import STATUS_VI
     from engine.kpi.classify import val_text
     from engine.kpi.report import write_xlsx
 
@@ -153,6 +164,8 @@ def kpi_charts(out_dir: Path = typer.Option(..., "--out", metavar="THƯ_MỤC", 
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                db: Optional[str] = DbOpt) -> None:
     """Biểu đồ lộ trình và số liệu của từng nhóm chỉ tiêu (PNG)."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     kpi = _load_kpi(pack, kpi_dir)
     day = date_opt(as_of, "--as-of") or now().date()
@@ -165,6 +178,7 @@ def kpi_history(indicator: str = typer.Option(..., "--indicator", metavar="MÃ_C
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, kpi_dir: Optional[Path] = KpiOpt,
                 db: Optional[str] = DbOpt) -> None:
     """Mọi số liệu đã ghi của một chỉ tiêu, kể cả số liệu đã được đính chính."""
+    from engine.app import services
     from engine.clock import TZ
 
     kpi = _load_kpi(load(rules, calendar_dir), kpi_dir)

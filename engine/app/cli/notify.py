@@ -6,16 +6,18 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 
 from engine import clock
-from engine.app import services
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, _db_url, _load, _now, _session, app, cfg,
                                    dump_json, err, out, print_error, settings, sub_app)
+
+if TYPE_CHECKING:
+    from engine.app import services
 
 outbox_app = sub_app("Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.", no_args_is_help=False)
 app.add_typer(outbox_app, name="outbox")
@@ -89,6 +91,8 @@ def outbox_list(ctx: typer.Context,
                 as_json: bool = JsonOpt, db: Optional[str] = DbOpt) -> None:
     """Liệt kê thư đã gửi, chờ gửi, chờ gửi lại và gửi không thành công (mới nhất trước), kèm thời điểm,
     tệp .eml (khi chưa cấu hình máy chủ SMTP) và lý do."""
+    from engine.app import services
+
     if ctx.invoked_subcommand is not None:
         return
     rows = services.outbox_list(cfg(db=db), failed_only=failed, include_sent=all_, limit=limit, states=state,
@@ -124,6 +128,8 @@ def outbox_retry(ids: Optional[list[int]] = typer.Argument(None, metavar="SỐ_T
                  actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người yêu cầu gửi lại (ghi vào nhật ký)."),
                  db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Đưa thư gửi không thành công trở lại hàng chờ (giữ nguyên Message-ID), ví dụ sau khi sửa địa chỉ."""
+    from engine.app import services
+
     res = services.outbox_retry(cfg(db=db), ids or [], _now(), all_failed, actor=actor)
     if as_json:
         print(json.dumps({"requeued": res.requeued, "errors": res.errors}, ensure_ascii=False))

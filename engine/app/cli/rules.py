@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.text import Text
 
-from engine.app import services
 from engine.app.cli.common import CalOpt, JsonOpt, app, cfg, dump_json, out, print_rule_errors, sub_app
 from engine.errors import RulePackInvalid
+
+if TYPE_CHECKING:
+    from engine.app import services
 
 rules_app = sub_app("Quy tắc (rules/*.yaml).")
 app.add_typer(rules_app, name="rules")
@@ -22,6 +24,8 @@ def rules_check(directory: Optional[Path] = typer.Argument(None, metavar="THƯ_M
                 templates: Optional[Path] = typer.Option(None, "--templates", metavar="THƯ_MỤC", help="Thư mục mẫu thư do Văn phòng sửa."),
                 as_json: bool = JsonOpt) -> None:
     """Kiểm tra bộ quy tắc, chỉ tiêu và mẫu thư; thoát 0 nếu hợp lệ, 1 kèm danh sách lỗi (tệp, dòng, lý do)."""
+    from engine.app import services
+
     result = services.check_rules(cfg(directory, calendar_dir), templates)
     warnings = result.pack.warnings if result.pack is not None else []
     if as_json:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.app import services
 from engine.app.cli.deadlines import codes
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now,
                                    obligation_title, out, sub_app, unit_name)
+
+if TYPE_CHECKING:
+    from engine.app import services
 
 import_app = sub_app("Nhập dữ liệu từ tệp.")
 app.add_typer(import_app, name="import")
@@ -26,6 +28,8 @@ STATUS_COLOURS = {"done_on_time": "green", "done_late": "yellow", "overdue": "re
 def sync_cmd(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt,
              as_json: bool = JsonOpt) -> None:
     """Đồng bộ danh sách kỳ báo cáo trong cơ sở dữ liệu với bộ quy tắc hiện hành."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     rep = services.sync(cfg(rules, calendar_dir, db), pack, now())
     if as_json:
@@ -45,6 +49,8 @@ def submit_cmd(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ",
                actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Ghi nhận một đơn vị đã nộp báo cáo (nộp lại = đính chính, có lưu vết)."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     moment = now()
     day = date_opt(on, "--date") or moment.date()
@@ -63,6 +69,8 @@ def waive_cmd(unit: str = typer.Option(..., "--unit", metavar="MÃ_ĐƠN_VỊ", 
               actor: str = typer.Option("cli", "--by", metavar="NGƯỜI_GHI", help="Người ghi nhận."),
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Miễn nộp một kỳ báo cáo cho một đơn vị (bắt buộc ghi lý do)."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     services.waive(cfg(rules, calendar_dir, db), pack, obligation, unit, period, reason, now(), actor, revoke)
     out.print("Đã hủy miễn nộp." if revoke else "Đã ghi nhận miễn nộp.")
@@ -76,6 +84,8 @@ def import_submissions_cmd(file: Path = typer.Argument(..., metavar="TỆP_CSV_H
                            rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
                            db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Nhập danh sách báo cáo đã nộp từ CSV hoặc Excel: sai một dòng thì không ghi gì; nhập lại cùng tệp không ghi thêm gì."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     r = services.import_submissions(cfg(rules, calendar_dir, db), pack, file, now(), actor)
     if as_json:
@@ -98,6 +108,8 @@ def status_cmd(as_of: Optional[str] = typer.Option(None, "--as-of", metavar="NG�
                as_json: bool = JsonOpt,
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Tình trạng nộp báo cáo: đúng hạn, quá hạn, sắp đến hạn …; và tỷ lệ đúng hạn của từng đơn vị."""
+    from engine.app import services
+
     pack = load(rules, calendar_dir)
     res = services.status(cfg(rules, calendar_dir, db), pack, now(), date_opt(as_of, "--as-of"), unit, include_future=all_)
     if as_json:

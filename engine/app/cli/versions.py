@@ -7,19 +7,21 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from engine.app import ruleversions as rv
 from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, cfg, dump_json, now, out, print_rule_errors
 from engine.app.cli.rules import print_rule_warnings, rules_app
 from engine.errors import RulePackInvalid
 from engine.vi import fmt_moment
 
-NameArg = typer.Argument(None, metavar="TÊN", help=f"Tên bản nháp (mặc định: {rv.DEFAULT_DRAFT}).")
+if TYPE_CHECKING:
+    from engine.app import ruleversions as rv
+
+NameArg = typer.Argument(None, metavar="TÊN", help="Tên bản nháp (mặc định: ban-nhap).")
 AuthorOpt = typer.Option(None, "--author", metavar="NGƯỜI", help="Người thực hiện ghi vào lịch sử (mặc định: tài khoản máy, $USER).")
 ReasonOpt = typer.Option(..., "--reason", metavar="LÝ_DO", help="Lý do, bắt buộc (ví dụ: “Theo Kế hoạch số 12/KH-UBND”).")
 
@@ -43,6 +45,8 @@ def stage_cmd(name: Optional[str] = NameArg,
               author: Optional[str] = AuthorOpt,
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Chép bộ quy tắc đang dùng thành bản nháp để sửa (không đụng tới thư mục quy tắc đang dùng)."""
+    from engine.app import ruleversions as rv
+
     st = rv.stage(cfg(rules, calendar_dir, db), name, _author(author), now(), replace=replace)
     out.print(Text.assemble(("✓ Đã tạo bản nháp ", "green"), (st.name, "bold"),
                             f" từ phiên bản số {st.base_number}: {st.path}"))
@@ -55,6 +59,8 @@ def stage_cmd(name: Optional[str] = NameArg,
 def drafts_cmd(as_json: bool = JsonOpt,
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Liệt kê các bản nháp đang có."""
+    from engine.app import ruleversions as rv
+
     items = rv.drafts(cfg(rules, calendar_dir, db))
     if as_json:
         dump_json([d.as_dict() for d in items])
@@ -75,6 +81,8 @@ def drafts_cmd(as_json: bool = JsonOpt,
 def diff_cmd(name: Optional[str] = NameArg,
              rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """So sánh bản nháp với bộ quy tắc đang dùng (định dạng unified diff) và kiểm tra bản nháp."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     st = rv.open_staged(s, name)
     text = rv.diff(st)
@@ -97,6 +105,8 @@ def diff_cmd(name: Optional[str] = NameArg,
 def rebase_cmd(name: Optional[str] = NameArg,
                rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Cập nhật bản nháp lên phiên bản đang dùng mới nhất, giữ các sửa đổi của bản nháp."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     st = rv.open_staged(s, name)
     new = rv.rebase(s, st, now())
@@ -111,6 +121,8 @@ def rebase_cmd(name: Optional[str] = NameArg,
 def apply_cmd(name: Optional[str] = NameArg, reason: str = ReasonOpt, author: Optional[str] = AuthorOpt,
               rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Kiểm tra rồi đưa bản nháp vào dùng (một bước, ghi phiên bản mới kèm người thực hiện và lý do)."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     st = rv.open_staged(s, name)
     try:
@@ -122,6 +134,8 @@ def apply_cmd(name: Optional[str] = NameArg, reason: str = ReasonOpt, author: Op
 
 
 def _print_applied(v: rv.RuleVersion) -> None:
+    from engine.app import ruleversions as rv
+
     out.print(Text.assemble(("✓ Đã áp dụng: phiên bản số ", "green"), (str(v.number), "bold green"),
                             f" ({v.kind_vi}; {v.author}; {fmt_moment(rv.local_time(v.created_at))}). "
                             f"Tệp thay đổi: {', '.join(v.files_changed) or 'không'} "
@@ -134,6 +148,8 @@ def history_cmd(number: Optional[int] = typer.Argument(None, metavar="SỐ_PHIÊ
                 as_json: bool = JsonOpt,
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Lịch sử các phiên bản bộ quy tắc: ai, khi nào, lý do, tệp nào thay đổi."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     items = rv.history(s, now())
     if number is not None:
@@ -166,6 +182,8 @@ def restore_cmd(number: int = typer.Argument(..., metavar="SỐ_PHIÊN_BẢN", h
                 reason: str = ReasonOpt, author: Optional[str] = AuthorOpt,
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Khôi phục một phiên bản cũ: kiểm tra như một bản nháp rồi áp dụng thành phiên bản mới."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     try:
         v = rv.restore(s, number, _author(author), reason, now())
@@ -179,6 +197,8 @@ def restore_cmd(number: int = typer.Argument(..., metavar="SỐ_PHIÊN_BẢN", h
 def discard_cmd(name: Optional[str] = NameArg,
                 rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Bỏ một bản nháp (xóa thư mục nháp; bộ quy tắc đang dùng không đổi)."""
+    from engine.app import ruleversions as rv
+
     s = cfg(rules, calendar_dir, db)
     rv.discard(s, name)
     out.print(f"Đã bỏ bản nháp “{rv.check_name(name)}”.")

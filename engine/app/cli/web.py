@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
-from engine.app import accounts
 from engine.app.cli.common import (STATE, CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, dump_json, err, moment_opt, now,
                                    out, print_error, sub_app)
 from engine.vi import ROLES, fmt_moment
+
+if TYPE_CHECKING:
+    from engine.app import accounts
 
 users_app = sub_app("Tài khoản của Văn phòng trên bảng điều khiển web (thư ký, lãnh đạo).")
 app.add_typer(users_app, name="users")
@@ -35,6 +37,8 @@ def users_add(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP", 
               password_stdin: bool = typer.Option(False, "--password-stdin", help="Đọc mật khẩu từ đầu vào chuẩn (một dòng)."),
               db: Optional[str] = DbOpt) -> None:
     """Tạo tài khoản (mật khẩu ít nhất 10 ký tự, lưu dạng băm Argon2)."""
+    from engine.app import accounts
+
     s = cfg(db=db)
     accounts.check_username(username)
     accounts.check_role(role)
@@ -47,6 +51,8 @@ def users_passwd(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP
                  password_stdin: bool = typer.Option(False, "--password-stdin", help="Đọc mật khẩu từ đầu vào chuẩn (một dòng)."),
                  db: Optional[str] = DbOpt) -> None:
     """Đặt mật khẩu mới; mọi phiên đăng nhập đang mở của tài khoản kết thúc."""
+    from engine.app import accounts
+
     s = cfg(db=db)
     user = accounts.set_password(s, username, _password(password_stdin), now())
     out.print(f"Đã đổi mật khẩu của “{user.username}”; các phiên đăng nhập cũ đã kết thúc.")
@@ -55,6 +61,8 @@ def users_passwd(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP
 @users_app.command("disable")
 def users_disable(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP", help=USER_HELP), db: Optional[str] = DbOpt) -> None:
     """Khóa tài khoản (không xóa, để giữ nhật ký); mọi phiên đăng nhập kết thúc ngay."""
+    from engine.app import accounts
+
     user = accounts.set_active(cfg(db=db), username, False, now())
     out.print(f"Đã khóa tài khoản “{user.username}”.")
 
@@ -62,6 +70,8 @@ def users_disable(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬ
 @users_app.command("enable")
 def users_enable(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP", help=USER_HELP), db: Optional[str] = DbOpt) -> None:
     """Mở lại tài khoản đã khóa."""
+    from engine.app import accounts
+
     user = accounts.set_active(cfg(db=db), username, True, now())
     out.print(f"Đã mở lại tài khoản “{user.username}”.")
 
@@ -70,6 +80,8 @@ def users_enable(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP
 def users_role(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP", help=USER_HELP),
                role: str = typer.Argument(..., metavar="VAI_TRÒ", help=ROLE_HELP), db: Optional[str] = DbOpt) -> None:
     """Đổi vai trò của tài khoản."""
+    from engine.app import accounts
+
     user = accounts.set_role(cfg(db=db), username, role, now())
     out.print(f"“{user.username}” giờ là: {ROLES[user.role]}.")
 
@@ -77,6 +89,8 @@ def users_role(username: str = typer.Argument(..., metavar="TÊN_ĐĂNG_NHẬP",
 @users_app.command("list")
 def users_list(db: Optional[str] = DbOpt, as_json: bool = JsonOpt) -> None:
     """Danh sách tài khoản."""
+    from engine.app import accounts
+
     users = accounts.list_users(cfg(db=db))
     if as_json:
         dump_json([{"username": u.username, "name": u.full_name, "role": u.role, "active": u.active,
@@ -97,6 +111,7 @@ def web(host: Optional[str] = typer.Option(None, "--host", metavar="ĐỊA_CHỈ
         port: Optional[int] = typer.Option(None, "--port", metavar="CỔNG", min=1, max=65535, help="Cổng (mặc định 8057)."),
         rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt, db: Optional[str] = DbOpt) -> None:
     """Bảng điều khiển web cho Văn phòng và trang xác nhận cho đơn vị (dừng bằng Ctrl+C)."""
+    from engine.app import accounts
     from engine.app.web import server
     from engine.simclock import Clock
 
