@@ -91,6 +91,7 @@ class WorkingCalendar:
             for d in block.working_days:
                 self._extra_work[d.date] = d.reason
         self._cache: dict[date, bool] = {}
+        self._cum: dict[int, list[int]] = {}
 
     def holiday_name(self, day: date) -> str | None:
         if day in self._extra_off:
@@ -131,16 +132,30 @@ class WorkingCalendar:
                 remaining -= 1
         return day
 
+    def _year_counts(self, year: int) -> list[int]:
+        """counts[i]: working days from 1 January through the i-th day of ``year`` (0-based),
+        computed once per year: a status table or a page counts thousands of spans."""
+        got = self._cum.get(year)
+        if got is None:
+            got, n, day = [], 0, date(year, 1, 1)
+            while day.year == year:
+                n += self.is_working_day(day)
+                got.append(n)
+                day += timedelta(days=1)
+            self._cum[year] = got
+        return got
+
+    def _through(self, day: date) -> int:
+        """Working days from 1 January of ``day``'s year through ``day``."""
+        return self._year_counts(day.year)[day.timetuple().tm_yday - 1]
+
     def working_days_between(self, start: date, end: date) -> int:
         """Signed count of working days in (start, end]; negative when end < start."""
         if end == start:
             return 0
         sign = 1 if end > start else -1
         lo, hi = (start, end) if sign > 0 else (end, start)
-        count = 0
-        day = lo
-        while day < hi:
-            day += timedelta(days=1)
-            if self.is_working_day(day):
-                count += 1
+        count = self._through(hi) - self._through(lo)
+        for year in range(lo.year, hi.year):
+            count += self._year_counts(year)[-1]
         return sign * count
