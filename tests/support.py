@@ -256,3 +256,59 @@ def write_units_pack(target, n_units: int, *, yearly_title: str = "Báo cáo nă
         "    basis: {document: \"Hướng dẫn Sở KH&CN\", section: \"III.1\"}\n    kind: dinh_ky\n    reporters: [tat-ca]\n"
         "    recipient: vp\n    recurrence: {freq: yearly}\n    cutoff: {day: 14, month: 11}\n"
         "    due: {rule: before_date, day: 1, month: 12, roll: forward}\n", encoding="utf-8")
+
+
+def one_page_pdf(text: str = "Bao cao nam 2026 - So Tai chinh") -> bytes:
+    """A real one-page PDF (correct cross-reference offsets): the file a unit attaches."""
+    stream = f"BT /F1 14 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def check_migration(db_url: str, tables: tuple[str, ...], models: dict[str, type], down_to: str):
+    """A migration creates exactly what the models declare for ``tables`` (Alembic's autogenerate
+    comparison finds nothing about them; each model's table has exactly its fields), downgrades to
+    ``down_to`` and upgrades again. A generator: it yields one inspector after the downgrade, for
+    the caller's own checks (``for down in check_migration(...): assert ...``)."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import inspect
+    from sqlmodel import SQLModel
+
+    import engine.state  # noqa: F401  (the tables)
+    from engine.db import alembic_config, make_engine, migrate
+
+    def ours(diff) -> bool:
+        return any(getattr(x, "name", x) in tables or getattr(getattr(x, "table", None), "name", None) in tables
+                   for t in (diff if isinstance(diff, list) else [diff]) for x in t[1:])
+
+    migrate(db_url)
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        assert [d for d in diffs if ours(d)] == []
+        for table, model in models.items():
+            assert {c["name"] for c in inspect(eng).get_columns(table)} == set(model.model_fields)
+        command.downgrade(alembic_config(db_url), down_to)
+        yield inspect(eng)
+        command.upgrade(alembic_config(db_url), "head")
+        for table in models:
+            assert inspect(eng).has_table(table)
+    finally:
+        eng.dispose()

@@ -187,31 +187,9 @@ def test_a_mail_before_its_period_can_be_reported_waits_instead(con: Console) ->
 def test_the_migration_matches_the_model(db_url: str) -> None:
     """0009 creates exactly what InboundMailRow and ConfirmationRow.inbound_id declare, on SQLite and
     PostgreSQL, and downgrades cleanly."""
-    from alembic import command
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import inspect
-    from sqlmodel import SQLModel
+    from tests.support import check_migration
 
-    import engine.state
-    from engine.db import alembic_config, make_engine, migrate
-
-    def ours(diff) -> bool:
-        return any(getattr(x, "name", x) in ("inbound_mails", "confirmations")
-                   or getattr(getattr(x, "table", None), "name", None) in ("inbound_mails", "confirmations")
-                   for t in (diff if isinstance(diff, list) else [diff]) for x in t[1:])
-
-    migrate(db_url)
-    eng = make_engine(db_url)
-    try:
-        with eng.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-        assert [d for d in diffs if ours(d)] == []
-        assert {c["name"] for c in inspect(eng).get_columns("inbound_mails")} == set(engine.state.InboundMailRow.model_fields)
-        command.downgrade(alembic_config(db_url), "0008")
-        assert not inspect(eng).has_table("inbound_mails")
-        assert "inbound_id" not in {c["name"] for c in inspect(eng).get_columns("confirmations")}
-        command.upgrade(alembic_config(db_url), "head")
-        assert inspect(eng).has_table("inbound_mails")
-    finally:
-        eng.dispose()
+    for down in check_migration(db_url, ("inbound_mails", "confirmations"),
+                                {"inbound_mails": InboundMailRow, "confirmations": ConfirmationRow}, "0008"):
+        assert not down.has_table("inbound_mails")
+        assert "inbound_id" not in {c["name"] for c in down.get_columns("confirmations")}

@@ -356,34 +356,11 @@ def test_the_commands(seed_env: Path, pack_copy: Path, monkeypatch: pytest.Monke
 def test_the_migration_matches_the_model(db_url: str) -> None:
     """0008 creates exactly what RuleVersionRow declares (Alembic's autogenerate comparison finds
     nothing for rule_versions), on SQLite and PostgreSQL, and downgrades cleanly."""
-    from alembic import command
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from sqlalchemy import inspect
-    from sqlmodel import SQLModel
+    from engine.state import RuleVersionRow
+    from tests.support import check_migration
 
-    import engine.state  # noqa: F401  (the tables)
-    from engine.db import alembic_config, make_engine, migrate
-
-    def ours(diff) -> bool:
-        """An Alembic difference (a tuple, or a list of column changes) about rule_versions."""
-        return any(x == "rule_versions" or getattr(x, "name", None) == "rule_versions"
-                   or getattr(getattr(x, "table", None), "name", None) == "rule_versions"
-                   for t in (diff if isinstance(diff, list) else [diff]) for x in t[1:])
-
-    migrate(db_url)
-    eng = make_engine(db_url)
-    try:
-        with eng.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-        assert [d for d in diffs if ours(d)] == []
-        assert {c["name"] for c in inspect(eng).get_columns("rule_versions")} == set(engine.state.RuleVersionRow.model_fields)
-        command.downgrade(alembic_config(db_url), "0007")
-        assert not inspect(eng).has_table("rule_versions")
-        command.upgrade(alembic_config(db_url), "head")
-        assert inspect(eng).has_table("rule_versions")
-    finally:
-        eng.dispose()
+    for down in check_migration(db_url, ("rule_versions",), {"rule_versions": RuleVersionRow}, "0007"):
+        assert not down.has_table("rule_versions")
 
 
 def test_a_naive_moment_from_sqlite_is_utc_whatever_the_servers_zone(monkeypatch: pytest.MonkeyPatch) -> None:

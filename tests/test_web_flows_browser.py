@@ -32,6 +32,7 @@ from engine.state import AttachmentRow, AuditRow, ConfirmationRow, InstanceRow, 
 from engine.vi import REPORT_STATUS
 from notifications.config import SmtpConfig
 from tests.browser import PHONE, Served, Tab, browser, serve, tab_on  # noqa: F401  (browser: fixture)
+from tests.support import one_page_pdf
 from tests.web_support import Console
 
 # Each test seeds its own installation (about 2 s) and drives Chromium: slow.
@@ -44,25 +45,10 @@ T = TypeVar("T")
 
 # ─── helpers ─────────────────────────────────────────────────────────────────────────────────────
 def small_pdf(path: Path, text: str = "Bao cao nam 2026 - So Tai chinh") -> bytes:
-    """A real one-page PDF (correct cross-reference offsets), written to ``path``; returns its bytes."""
-    stream = f"BT /F1 14 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return bytes(out)
+    """A real one-page PDF written to ``path``; returns its bytes."""
+    data = one_page_pdf(text)
+    path.write_bytes(data)
+    return data
 
 
 def off_the_browser_thread(fn: Callable[..., T], *args: Any) -> T:
