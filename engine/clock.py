@@ -8,12 +8,23 @@ range the period arithmetic would overflow (year 10000) instead of answering.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 from engine.limits import YEARS_VI, year_ok
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def aware(t: datetime) -> datetime:
+    """A moment read back from the database: SQLite gives UTC without a zone, so a naive moment is
+    UTC, never the server's local time."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+def local(t: datetime) -> datetime:
+    """A moment in Vietnam's time, as people read it."""
+    return aware(t).astimezone(TZ)
 
 
 class BadDate(ValueError):

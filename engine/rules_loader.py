@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from engine.duedates import Due, DueCalculator
 from engine.errors import CROSS_CHECK, RuleError, RulePackInvalid, display_path
@@ -30,6 +30,9 @@ _SECTIONS: dict[str, Section] = {
 _LISTS = [k for k, s in _SECTIONS.items() if s.many]
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class RulePack:
     """A validated pack: the only form of the rules the rest of the engine sees."""
@@ -44,6 +47,14 @@ class RulePack:
     files: list[str] = field(default_factory=list)
     version: str = ""   # content hash of the pack and calendar files: changes iff the rules do
     warnings: list[RuleError] = field(default_factory=list)   # valid but probably unintended (`rules check` prints them)
+    _derived: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, key: object, compute: Callable[[], T]) -> T:
+        """``compute()`` once per loaded pack and key (indexes, schedules, reporter sets): a pack is
+        read-only once loaded, and a reload makes a new RulePack, so what is kept follows the rules."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]  # type: ignore[return-value]
 
     def expand(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
         """Unit ids named by a unit or group id (groups may nest), in the order of first mention.

@@ -11,11 +11,10 @@ other layer describes a rule to a reader (see the report of issue 12: the lead m
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Callable, Iterable, TypeVar
+from typing import Iterable
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -50,7 +49,6 @@ STATUS_ORDER = list(REPORT_STATUS)
 LIST_LIMIT = 500           # rows of a status list (?tinh-trang=…) shown at most
 MAIL_LIMIT = 200           # mails shown on a unit's page
 PAGE_UNITS = 200           # matrix rows per page (1,000 units × 8 periods is a 900 KB page otherwise)
-T = TypeVar("T")
 
 _INST = (InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period, InstanceRow.period_label,
          InstanceRow.due, InstanceRow.submitted_on, InstanceRow.waived, InstanceRow.awaiting_since)
@@ -146,27 +144,9 @@ def expand(pack: RulePack, refs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(u for ref in refs for u in pack.expand(ref)))
 
 
-_PER_PACK: dict[int, tuple["weakref.ref[RulePack]", dict[object, object]]] = {}
-
-
-def _cached(pack: RulePack, key: object, compute: Callable[[], T]) -> T:
-    """``compute()`` once per loaded pack and key: a reload makes a new RulePack object, so the
-    cache follows the rules (and never outlives them: the entry checks the pack is the same one)."""
-    hit = _PER_PACK.get(id(pack))
-    if hit is None or hit[0]() is not pack:
-        if len(_PER_PACK) >= 8:
-            _PER_PACK.clear()
-        hit = (weakref.ref(pack), {})
-        _PER_PACK[id(pack)] = hit
-    store = hit[1]
-    if key not in store:
-        store[key] = compute()
-    return store[key]  # type: ignore[return-value]
-
-
 def reporter_sets(pack: RulePack) -> dict[str, frozenset[str]]:
     """Each obligation's reporting units, once per loaded pack."""
-    return _cached(pack, "reporters", lambda: {o.id: frozenset(expand(pack, o.reporters))
+    return pack.derived("reporters", lambda: {o.id: frozenset(expand(pack, o.reporters))
                                                for o in pack.obligations.values()})
 
 
@@ -182,12 +162,12 @@ def due_days(pack: RulePack, ob: Obligation, year: int) -> list[tuple[Period, Du
             if d is not None and lo <= d.day <= hi and pack.in_force(ob, d.day):
                 out.append((p, d))
         return sorted(out, key=lambda x: (x[1].day, x[0].key))
-    return _cached(pack, ("due", ob.id, year), compute)
+    return pack.derived(("due", ob.id, year), compute)
 
 
 def _unit_order(pack: RulePack) -> dict[str, int]:
     """The order of units.yaml: the secretariat's own order (by kind, then as they list them)."""
-    return _cached(pack, "order", lambda: {uid: i for i, uid in enumerate(pack.units)})
+    return pack.derived("order", lambda: {uid: i for i, uid in enumerate(pack.units)})
 
 
 # ─── the rule in words ──────────────────────────────────────────────────────────────────────────

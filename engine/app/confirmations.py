@@ -21,7 +21,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from engine.app import attachments
 from engine.app.config import Settings
 from engine.app.services import InvalidInput, ServiceError, open_session
-from engine.clock import TZ
+from engine.clock import TZ, aware, local
 from engine.limits import YEARS_VI, year_ok
 from engine.rules_loader import RulePack
 from engine.state import AttachmentRow, AuditRow, ConfirmationRow, InstanceRow, UnitLinkRow, UnitRow
@@ -167,15 +167,6 @@ class Link:
     csrf: str
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
-
-
-def _local(dt: datetime) -> datetime:
-    """As people read it (the database gives UTC)."""
-    return _aware(dt).astimezone(TZ)
-
-
 def resolve_in(ses: Session, settings: Settings, token: str, now: datetime) -> Link:
     """The link a token names, or LinkFailure (tampered, unknown, revoked, expired)."""
     if not token or len(token) > 400:
@@ -192,7 +183,7 @@ def resolve_in(ses: Session, settings: Settings, token: str, now: datetime) -> L
         raise LinkFailure("unknown")
     if row.revoked_at is not None:
         raise LinkFailure("revoked")
-    if _aware(row.expires_at) <= _aware(now):
+    if aware(row.expires_at) <= aware(now):
         raise LinkFailure("expired", row.expires_at)
     return Link(row.id or 0, row.unit, frozenset(int(i) for i in json.loads(row.instance_ids or "[]")), row.nonce,
                 row.expires_at, csrf_for(settings, row.id or 0, row.nonce))
@@ -288,7 +279,7 @@ def unit_page(settings: Settings, pack: RulePack, link: Link, today: date) -> Un
             for a in ses.exec(select(AttachmentRow).where(col(AttachmentRow.instance_id).in_(ids),
                                                           AttachmentRow.unit == link.unit)
                               .order_by(AttachmentRow.id)).all():
-                files.setdefault(a.instance_id, []).append(FileInfo(a.id or 0, a.filename, a.size, _local(a.created_at)))
+                files.setdefault(a.instance_id, []).append(FileInfo(a.id or 0, a.filename, a.size, local(a.created_at)))
         unit_row = ses.get(UnitRow, link.unit)
     unit = pack.units.get(link.unit)
     name = unit.name if unit else (unit_row.name if unit_row else link.unit)
@@ -304,7 +295,7 @@ def unit_page(settings: Settings, pack: RulePack, link: Link, today: date) -> Un
             pending_ref=c.ref if c is not None and c.state == PENDING else None,
             returned_reason=c.reason if c is not None and c.state == RETURNED else None,
             submitted_on=r.submitted_on if r.closed else None, files=files.get(r.id or 0, [])))
-    return UnitPage(link.unit, name, _local(link.expires_at), items, link.csrf, settings.web.max_upload_mb)
+    return UnitPage(link.unit, name, local(link.expires_at), items, link.csrf, settings.web.max_upload_mb)
 
 
 def _clean(text: str | None, limit: int, what: str) -> str | None:
@@ -423,14 +414,14 @@ def queue(settings: Settings, pack: RulePack) -> list[QueueItem]:
             for a in ses.exec(select(AttachmentRow).where(col(AttachmentRow.confirmation_id).in_(ids))
                               .order_by(AttachmentRow.id)).all():
                 files.setdefault(a.confirmation_id or 0, []).append(FileInfo(a.id or 0, a.filename, a.size,
-                                                                          _local(a.created_at)))
+                                                                          local(a.created_at)))
         names = {u: n for u, n in ses.execute(sa_select(UnitRow.id, UnitRow.name)).all()}
     out = []
     for cid, unit, on, ref, note, created, ob_id, label, due in rows:
         ob = pack.obligations.get(ob_id)
         u = pack.units.get(unit)
         out.append(QueueItem(cid, unit, u.name if u else names.get(unit, unit), ob.title if ob else ob_id, label, due,
-                             on, ref, note, _local(created), "done_on_time" if on <= due else "done_late",
+                             on, ref, note, local(created), "done_on_time" if on <= due else "done_late",
                              files.get(cid, [])))
     return out
 

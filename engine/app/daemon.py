@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -49,6 +49,9 @@ from engine.simclock import TZ, Clock, install
 from notifications.admin import send_rules_alert
 from notifications.config import DeliveryConfig, SmtpConfig
 from notifications.delivery import LinkMaker, deliver
+
+if TYPE_CHECKING:
+    from engine.app.inbox.reader import FetchReport
 
 log = logging.getLogger("dondoc.daemon")
 T = TypeVar("T")
@@ -222,7 +225,7 @@ class DaemonConfig:
     on_rules_loaded: Callable[[datetime], object] | None = None
     # reads the reporting mailbox (engine.app.inbox.reader.fetch bound to the settings) every
     # ``inbox_every_minutes`` simulated minutes; None: no mailbox configured
-    read_inbox: Callable[[Any, datetime], object] | None = None
+    read_inbox: Callable[[RulePack, datetime], FetchReport] | None = None
     inbox_every_minutes: int = 5
     # real seconds the daemon waits out a busy or unreachable database (statement busy timeout,
     # retries) before it declares itself unhealthy and exits 70
@@ -480,11 +483,9 @@ class Daemon:
                 raise                            # the database: the health check decides
             log.warning("inbox: %s", exc.message, extra={"event": "inbox_failed"})
             return
-        read = getattr(rep, "read", 0)
-        if read:
-            log.info("inbox: %s", rep.summary(), extra={"event": "inbox_read", "read": read,  # type: ignore[attr-defined]
-                                                        "recorded": getattr(rep, "recorded", 0),
-                                                        "queued": getattr(rep, "queued", 0), "sim_now": now.isoformat()})
+        if rep.read:
+            log.info("inbox: %s", rep.summary(), extra={"event": "inbox_read", "read": rep.read, "recorded": rep.recorded,
+                                                        "queued": rep.queued, "sim_now": now.isoformat()})
 
     # ---- health -------------------------------------------------------------------------------
     def health(self) -> str | None:

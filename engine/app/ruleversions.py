@@ -38,10 +38,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -50,6 +49,7 @@ from engine.app import services
 from engine.app.config import Settings
 from engine.app.ruleedit import merge3
 from engine.app.services import InvalidInput, ServiceError
+from engine.clock import local
 from engine.errors import RuleError
 from engine.state import RuleVersionRow
 from engine.vi import fmt_moment
@@ -62,13 +62,9 @@ INITIAL_REASON = "Bộ quy tắc lúc dondoc bắt đầu ghi phiên bản"
 RULES_LOCK_KEY = 0x646F6E72756C   # "donrul"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,59}$")
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")       # times are shown in the province's time
 
 
-def local_time(t: datetime) -> datetime:
-    """Vietnam's time; a naive moment (SQLite gives UTC back without a zone) is UTC, never the
-    server's local time."""
-    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).astimezone(TZ)
+local_time = local     # Vietnam's time; a naive moment from SQLite is UTC (engine.clock.local)
 
 
 KIND_VI = {"initial": "Ghi nhận ban đầu", "apply": "Áp dụng bản nháp", "restore": "Khôi phục",

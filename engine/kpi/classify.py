@@ -18,7 +18,6 @@ Semantics (docs/kpi.md, "Cách phân loại"):
 from __future__ import annotations
 
 import calendar as _stdcal
-import weakref
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -60,9 +59,6 @@ class TargetResult:
         return STATUS_VI[self.status]
 
 
-_SCHEDULES: dict[int, tuple["weakref.ref[RulePack]", "Schedule"]] = {}
-
-
 class Schedule:
     """When the report that supplies an indicator is due: the periods come from the rule pack."""
 
@@ -75,14 +71,8 @@ class Schedule:
     def of(cls, pack: RulePack) -> "Schedule":
         """The pack's schedule, shared by every pass over the same pack: its periods and due days
         depend on the pack alone, and a preview of five weeks makes 72 passes (the daemon one an
-        hour). Keyed by identity (a pack is an unhashable dataclass), checked by a weak reference."""
-        got = _SCHEDULES.get(id(pack))
-        if got is None or got[0]() is not pack:
-            if len(_SCHEDULES) >= 8:
-                _SCHEDULES.clear()
-            got = (weakref.ref(pack), cls(pack))
-            _SCHEDULES[id(pack)] = got
-        return got[1]
+        hour)."""
+        return pack.derived("kpi-schedule", lambda: cls(pack))
 
     def periods(self, obligation_id: str, y0: int, y1: int) -> list[tuple[Period, date]]:
         """(period, due day) for periods ending in years y0..y1 whose due day is in force."""

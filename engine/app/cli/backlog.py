@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now, out
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 SHOWN = 200     # table rows on screen; --xlsx or --json give every item
 

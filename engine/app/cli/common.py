@@ -28,8 +28,7 @@ from engine.errors import RulePackInvalid
 from engine.vi import WEEKDAYS
 
 if TYPE_CHECKING:
-    from engine.app import services
-    from engine.app.config import ConfigError, Settings, load_settings
+    from engine.app.config import ConfigError, Settings
     from engine.rules_loader import RulePack
 
 out = Console(soft_wrap=True, markup=False, highlight=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.text import Text
@@ -12,9 +12,6 @@ from rich.text import Text
 from engine.app.cli.common import (STATE, CalOpt, DbOpt, RulesOpt, app, cfg, err, load, moment_opt, now, out,
                                    settings)
 from engine.app.cli.deadlines import instances_table
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 
 @app.command("run")
@@ -28,8 +25,7 @@ def run(rules: Optional[Path] = RulesOpt, calendar_dir: Optional[Path] = CalOpt,
         lease_ttl: Optional[float] = typer.Option(None, "--lease-ttl", metavar="GIÂY", min=1.0, help="Số giây: bản dự phòng tiếp quản khi bản chính im lặng chừng ấy."),
         days: int = typer.Option(14, "--days", metavar="SỐ_NGÀY", help="Số ngày tới liệt kê khi khởi động.")) -> None:
     """Công việc chính: chạy nền, nhắc hạn và gửi thông báo theo lịch (Ctrl+C hoặc SIGTERM để dừng)."""
-    from engine.app import services
-    from engine.app import confirmations, ruleversions
+    from engine.app import confirmations, ruleversions, services
     from engine.app.daemon import Daemon, DaemonConfig, install_signal_handlers, setup_logging
     from engine.app.inbox import reader as inbox_reader
     from engine.simclock import Clock

@@ -13,7 +13,6 @@ from engine.app.cli.common import (CalOpt, JsonOpt, RulesOpt, app, cfg, date_opt
                                    sub_app, unit_name)
 
 if TYPE_CHECKING:
-    from engine.app import services
     from engine.instances import Instance
     from engine.rules_loader import RulePack
 

@@ -14,7 +14,6 @@ from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, d
 from engine.errors import RulePackInvalid
 
 if TYPE_CHECKING:
-    from engine.app import services
     from engine.rules_loader import RulePack
 
 STAGE_VI = {"reminder": "Nhắc trước hạn", "due_today": "Đến hạn hôm nay", "overdue": "Quá hạn", "escalation": "Báo cáo cấp trên",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now, out, sub_app
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 export_app = sub_app("Xuất dữ liệu ra tệp.")
 app.add_typer(export_app, name="export")

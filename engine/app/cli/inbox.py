@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, _load, _now, app, cfg, dump_json, out,
-                                   print_error, sub_app)
+from engine.app.cli.common import CalOpt, DbOpt, JsonOpt, RulesOpt, _load, _now, app, cfg, dump_json, out, sub_app
 from engine.vi import fmt_num
-
-if TYPE_CHECKING:
-    from engine.app.services import InvalidInput
 
 inbox_app = sub_app("Hộp thư nhận báo cáo: báo cáo đơn vị gửi qua thư điện tử.", no_args_is_help=True)
 app.add_typer(inbox_app, name="inbox")
-
-STATES = {"can-phan-loai": ("queued",), "da-ghi-nhan": ("recorded",), "bo-qua": ("ignored",),
-          "da-phan-loai": ("assigned",), "khong-phai-bao-cao": ("dismissed",),
-          "tat-ca": ("queued", "recorded", "ignored", "assigned", "dismissed")}
 
 
 @inbox_app.command("fetch")
@@ -60,10 +51,11 @@ def inbox_list(state: str = typer.Option("can-phan-loai", "--state", metavar="TR
     """Các thư đã đọc từ hộp thư: mặc định là thư cần phân loại, kèm các báo cáo có thể khớp."""
     from engine.app.inbox import store
 
-    if state not in STATES:
-        raise typer.BadParameter(f"“{state}” không phải trạng thái; dùng: {', '.join(STATES)}", param_hint="--state")
+    states = {name: shown for name, _, shown in store.VIEWS}
+    if state not in states:
+        raise typer.BadParameter(f"“{state}” không phải trạng thái; dùng: {', '.join(states)}", param_hint="--state")
     pack = _load(rules, calendar_dir)
-    mails = store.listing(cfg(rules=rules, calendar=calendar_dir, db=db), pack, STATES[state])
+    mails = store.listing(cfg(rules=rules, calendar=calendar_dir, db=db), pack, states[state])
     if as_json:
         dump_json([dataclasses.asdict(m) for m in mails])
         return
@@ -144,6 +136,6 @@ def inbox_dismiss(number: int = typer.Argument(..., metavar="SỐ_THƯ", help="S
 
     store.dismiss(cfg(db=db), number, reason, _now(), actor)
     if as_json:
-        print(json.dumps({"dismissed": number}))
+        dump_json({"dismissed": number})
         return
     out.print(f"Thư số {number}: đã đánh dấu không phải báo cáo.")

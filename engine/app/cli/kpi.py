@@ -14,8 +14,6 @@ from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, d
 from engine.errors import RulePackInvalid
 
 if TYPE_CHECKING:
-    from engine.app import services
-    from engine.kpi.classify import STATUS_VI
     from engine.kpi.loader import KpiPack
     from engine.rules_loader import RulePack
 

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -15,9 +15,6 @@ from rich.table import Table
 from engine import clock
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, _db_url, _load, _now, _session, app, cfg,
                                    dump_json, err, out, print_error, settings, sub_app)
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 outbox_app = sub_app("Hộp thư đi: các thư nhắc đã, đang và chưa gửi được.", no_args_is_help=False)
 app.add_typer(outbox_app, name="outbox")

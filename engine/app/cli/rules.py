@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.text import Text
 
 from engine.app.cli.common import CalOpt, JsonOpt, app, cfg, dump_json, out, print_rule_errors, sub_app
 from engine.errors import RulePackInvalid
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 rules_app = sub_app("Quy tắc (rules/*.yaml).")
 app.add_typer(rules_app, name="rules")

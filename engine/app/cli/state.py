@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -13,9 +13,6 @@ from rich.text import Text
 from engine.app.cli.deadlines import codes
 from engine.app.cli.common import (CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, date_opt, dump_json, load, now,
                                    obligation_title, out, sub_app, unit_name)
-
-if TYPE_CHECKING:
-    from engine.app import services
 
 import_app = sub_app("Nhập dữ liệu từ tệp.")
 app.add_typer(import_app, name="import")

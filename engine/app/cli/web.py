@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,9 +12,6 @@ from rich.table import Table
 from engine.app.cli.common import (STATE, CalOpt, DbOpt, JsonOpt, RulesOpt, app, cfg, dump_json, err, moment_opt, now,
                                    out, print_error, sub_app)
 from engine.vi import ROLES, fmt_moment
-
-if TYPE_CHECKING:
-    from engine.app import accounts
 
 users_app = sub_app("Tài khoản của Văn phòng trên bảng điều khiển web (thư ký, lãnh đạo).")
 app.add_typer(users_app, name="users")

@@ -14,7 +14,6 @@ One (unit, obligation, period) open for that unit → ``confident``; several →
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -97,22 +96,15 @@ class Match:
 
 
 # ── per-pack indexes (a batch of a thousand messages builds them once) ─────────────────────────
-# (RulePack is an unhashable dataclass: keyed by id, with a weak reference proving it is the same pack.)
-_INDEX: dict[int, tuple["weakref.ref[RulePack]", dict[str, list[str]], TitleIndex]] = {}
-
-
 def _indexes(pack: RulePack) -> tuple[dict[str, list[str]], TitleIndex]:
-    got = _INDEX.get(id(pack))
-    if got is None or got[0]() is not pack:
+    def build() -> tuple[dict[str, list[str]], TitleIndex]:
         by_addr: dict[str, list[str]] = {}
         for u in pack.units.values():
             for c in u.contacts:
                 by_addr.setdefault(c.casefold(), []).append(u.id)
-        if len(_INDEX) > 8:
-            _INDEX.clear()
-        got = (weakref.ref(pack), by_addr, TitleIndex({o.id: o.title for o in pack.obligations.values()}))
-        _INDEX[id(pack)] = got
-    return got[1], got[2]
+        return by_addr, TitleIndex({o.id: o.title for o in pack.obligations.values()})
+
+    return pack.derived("inbox-indexes", build)
 
 
 def units_for_address(pack: RulePack, address: str) -> list[str]:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
+
 from engine.app.config import Settings
 from engine.app.inbox import store
 from engine.app.inbox.mailbox import Fetched, Mailbox
@@ -24,7 +26,6 @@ from engine.app.inbox.parse import parse
 from engine.app.services import InvalidInput, ServiceError, is_unavailable, open_session
 from engine.dblock import database_lock
 from engine.rules_loader import RulePack
-from sqlalchemy.exc import IntegrityError
 from engine.vi import fmt_num
 
 log = logging.getLogger("dondoc.inbox")

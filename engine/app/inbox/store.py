@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,7 +35,7 @@ from engine.app.inbox.match import DigestRef, Match, MatchContext, OpenItem, uni
 from engine.app.inbox.model import InboundMail
 from engine.app.inbox.parse import Limits, parse
 from engine.app.services import InvalidInput, ServiceError, open_session
-from engine.clock import TZ
+from engine.clock import aware, local
 from engine.rules_loader import RulePack
 from engine.state import (AuditRow, ConfirmationRow, DeliveryItemRow, DeliveryRow, InboundMailRow, InstanceRow,
                           NoticeRow)
@@ -44,6 +44,16 @@ from engine.submissions import InputError, SubmissionIn, earliest_submission, re
 RECORDED, QUEUED, IGNORED, ASSIGNED, DISMISSED = "recorded", "queued", "ignored", "assigned", "dismissed"
 STATE_VI = {RECORDED: "Đã ghi nhận (chờ xác nhận)", QUEUED: "Cần phân loại", IGNORED: "Bỏ qua (không phải báo cáo)",
             ASSIGNED: "Đã phân loại", DISMISSED: "Không phải báo cáo"}
+# The views of the mailbox, by state, shared by `dondoc inbox list --state` and the console's tabs:
+# (name in the command and the address, label, states shown); the first is the default.
+VIEWS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("can-phan-loai", "Cần phân loại", (QUEUED,)),
+    ("da-ghi-nhan", "Đã ghi nhận", (RECORDED,)),
+    ("bo-qua", "Bỏ qua", (IGNORED,)),
+    ("da-phan-loai", "Đã phân loại", (ASSIGNED,)),
+    ("khong-phai-bao-cao", "Không phải báo cáo", (DISMISSED,)),
+    ("tat-ca", "Tất cả", (QUEUED, RECORDED, IGNORED, ASSIGNED, DISMISSED)),
+]
 RAW_DIR = "thu-den"           # under web.upload_dir: the messages as received (.eml), named by SHA-256
 MAX_REASON = 2000
 
@@ -65,7 +75,7 @@ def _digest_refs(ses: Session, mail: InboundMail) -> dict[str, DigestRef]:
                            .join(DeliveryItemRow, DeliveryItemRow.notice_id == NoticeRow.id)
                            .where(DeliveryItemRow.delivery_id == did, NoticeRow.unit == unit,
                                   col(NoticeRow.instance_id).is_not(None))).all()
-        sent_on = _local(sent_at).date() if sent_at is not None else None
+        sent_on = local(sent_at).date() if sent_at is not None else None
         out[mid] = DigestRef(unit, tuple(dict.fromkeys((o, u, p) for o, u, p in keys)), sent_on)
     return out
 
@@ -96,14 +106,6 @@ def seen(ses: Session, message_id: str) -> InboundMailRow | None:
 
 
 # ─── recording ──────────────────────────────────────────────────────────────────────────────────
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
-
-
-def _local(dt: datetime) -> datetime:
-    return _aware(dt).astimezone(TZ)
-
-
 def raw_dir(settings: Settings) -> Path:
     d = settings.web.upload_dir / RAW_DIR
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -139,7 +141,7 @@ def _files_summary(mail: InboundMail) -> list[dict]:
 
 def received_on(received_at: datetime, now: datetime) -> date:
     """The day the report arrived, in Vietnam's time; never after "now" (a simulated clock)."""
-    return min(_local(received_at), _local(now)).date()
+    return min(local(received_at), local(now)).date()
 
 
 def _note(mail: InboundMail) -> str:
@@ -170,6 +172,17 @@ def _actor(mail: InboundMail) -> str:
     return f"mail:{mail.from_addr or 'khong-ro'}"[:80]
 
 
+def _row(settings: Settings, mail: InboundMail, raw: bytes, received_at: datetime, now: datetime, folder: str,
+         uid: int | None, **outcome: object) -> InboundMailRow:
+    """The row of one received message (its bytes kept on disk under their hash) with ``outcome``
+    (state, via, reason …) as the caller decided it."""
+    return InboundMailRow(message_id=mail.message_id, raw_sha256=mail.raw_sha256, raw_size=mail.raw_size,
+                          stored_name=keep_raw(settings, raw, mail.raw_sha256), folder=folder[:200], uid=uid,
+                          received_at=aware(received_at), sender=mail.from_addr[:320],
+                          sender_name=mail.from_name[:200], subject=mail.subject,
+                          files=json.dumps(_files_summary(mail), ensure_ascii=False), created_at=now, **outcome)
+
+
 def record(ses: Session, settings: Settings, pack: RulePack, mail: InboundMail, m: Match, raw: bytes, *,
            received_at: datetime, now: datetime, folder: str = "INBOX", uid: int | None = None) -> InboundMailRow:
     """The row for one mail and, when confident, its items "chờ xác nhận" (the caller commits)."""
@@ -192,14 +205,9 @@ def record(ses: Session, settings: Settings, pack: RulePack, mail: InboundMail, 
             items.append(inst)
         if state == RECORDED and not items:
             state, reason = QUEUED, f"{reason}; các báo cáo này đã được ghi nhận trong lúc chờ: cần xem lại"
-    row = InboundMailRow(
-        message_id=mail.message_id, raw_sha256=mail.raw_sha256, raw_size=mail.raw_size,
-        stored_name=keep_raw(settings, raw, mail.raw_sha256), folder=folder[:200], uid=uid,
-        received_at=_aware(received_at), sender=mail.from_addr[:320], sender_name=mail.from_name[:200],
-        subject=mail.subject, state=state, via=m.via, reason=reason, ref=(m.so_ky_hieu or None) and m.so_ky_hieu[:80],
-        units=json.dumps(list(m.units)),
-        candidates=json.dumps([[c.item.instance_id, c.score] for c in m.candidates if c.item.instance_id]),
-        files=json.dumps(_files_summary(mail), ensure_ascii=False), problems="[]", created_at=now)
+    row = _row(settings, mail, raw, received_at, now, folder, uid, state=state, via=m.via, reason=reason,
+               ref=(m.so_ky_hieu or None) and m.so_ky_hieu[:80], units=json.dumps(list(m.units)),
+               candidates=json.dumps([[c.item.instance_id, c.score] for c in m.candidates if c.item.instance_id]))
     ses.add(row)
     ses.flush()
     actor = _actor(mail)
@@ -223,13 +231,9 @@ def record(ses: Session, settings: Settings, pack: RulePack, mail: InboundMail, 
 def record_failure(ses: Session, settings: Settings, mail: InboundMail, raw: bytes, why: str, *,
                    received_at: datetime, now: datetime, folder: str, uid: int | None) -> InboundMailRow:
     """A message the reader could not handle (a fault of ours): kept in the queue, never lost."""
-    row = InboundMailRow(message_id=mail.message_id, raw_sha256=mail.raw_sha256, raw_size=mail.raw_size,
-                         stored_name=keep_raw(settings, raw, mail.raw_sha256), folder=folder[:200], uid=uid,
-                         received_at=_aware(received_at), sender=mail.from_addr[:320], sender_name=mail.from_name[:200],
-                         subject=mail.subject, state=QUEUED, via="none",
-                         reason=f"Không xử lý tự động được ({why[:300]}): cần xem và phân loại",
-                         files=json.dumps(_files_summary(mail), ensure_ascii=False),
-                         problems=json.dumps(list(mail.problems), ensure_ascii=False), created_at=now)
+    row = _row(settings, mail, raw, received_at, now, folder, uid, state=QUEUED, via="none",
+               reason=f"Không xử lý tự động được ({why[:300]}): cần xem và phân loại",
+               problems=json.dumps(list(mail.problems), ensure_ascii=False))
     ses.add(row)
     return row
 
@@ -292,10 +296,10 @@ def _view(ses: Session, pack: RulePack, r: InboundMailRow) -> MailView:
         if inst is not None:
             ob = pack.obligations.get(inst.obligation)
             items.append(f"{unit_name(inst.unit)} – {ob.title if ob else inst.obligation} – {inst.period_label}")
-    return MailView(r.id or 0, r.id or 0, r.state, STATE_VI.get(r.state, r.state), _local(r.received_at), r.sender,
+    return MailView(r.id or 0, r.id or 0, r.state, STATE_VI.get(r.state, r.state), local(r.received_at), r.sender,
                     r.sender_name, r.subject, r.reason, r.ref, [unit_name(u) for u in json.loads(r.units or "[]")],
                     cands, json.loads(r.files or "[]"), json.loads(r.problems or "[]"), r.decided_by,
-                    _local(r.decided_at) if r.decided_at else None, items)
+                    local(r.decided_at) if r.decided_at else None, items)
 
 
 def listing(settings: Settings, pack: RulePack, states: tuple[str, ...] = (QUEUED,), limit: int = 200) -> list[MailView]:

@@ -34,15 +34,7 @@ BASE = "/hop-thu-den"
 LIMIT = 200                    # newest mails reachable per tab (the store reads no further)
 PAGE = 25                      # mails per page: each queued one carries its own form
 OTHER = "khac"                 # the radio value for "another report" (unit + report + period)
-# (query value, tab label, states shown); the first is the default.
-TABS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("can-phan-loai", "Cần phân loại", (store.QUEUED,)),
-    ("da-ghi-nhan", "Đã ghi nhận", (store.RECORDED,)),
-    ("bo-qua", "Bỏ qua", (store.IGNORED,)),
-    ("da-phan-loai", "Đã phân loại", (store.ASSIGNED,)),
-    ("khong-phai-bao-cao", "Không phải báo cáo", (store.DISMISSED,)),
-    ("tat-ca", "Tất cả", (store.QUEUED, store.RECORDED, store.IGNORED, store.ASSIGNED, store.DISMISSED)),
-]
+TABS = store.VIEWS             # (query value, tab label, states shown); the first is the default
 STATE_CLASS = {store.QUEUED: "m-queued", store.RECORDED: "m-recorded", store.IGNORED: "m-ignored",
                store.ASSIGNED: "m-assigned", store.DISMISSED: "m-dismissed"}
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
