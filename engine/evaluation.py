@@ -39,10 +39,9 @@ import json.encoder as _json_encoder
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, NamedTuple, Sequence
 
 import durable_rules_engine as _dre
 from durable.engine import Host, MessageNotHandledException
@@ -72,9 +71,12 @@ _LOWEST_PRIORITY = 1_000_000
 _SID = "0"
 
 
-@dataclass(frozen=True, slots=True)
-class OpenItem:
-    """One reporting instance as the evaluator sees it (field order is part of the API)."""
+class OpenItem(NamedTuple):
+    """One reporting instance as the evaluator sees it (field order is part of the API).
+
+    A named tuple, not a dataclass: a pass builds one per open instance and a frozen dataclass
+    costs three times as much to build (benchmarks/bench_evaluation_pass.py).
+    """
     obligation: str
     unit: str
     period: str
@@ -85,9 +87,12 @@ class OpenItem:
     supervisor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NoticeIntent:
-    """A notice the engine decided to send; ``key`` makes writing it idempotent."""
+class NoticeIntent(NamedTuple):
+    """A notice the engine decided to send; ``key`` makes writing it idempotent.
+
+    A named tuple so a chunk of them goes to the outbox writer as JSON arrays or COPY rows as it
+    is (engine/notice_writer.py); the database builds the key the same way as ``key``.
+    """
     obligation: str
     unit: str
     period: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Optional
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -29,6 +29,11 @@ class InstanceRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("obligation", "unit", "period", name="uq_instance"),
         Index("ix_instances_open_due", "closed", "active", "due"),
+        # Only open, active instances, in the order of the notices' keys: an evaluation pass reads
+        # them in this order (engine/open_items.py) so its notices are inserted in key order.
+        Index("ix_instances_open_key", "obligation", "unit", "period",
+              sqlite_where=text("closed = 0 AND active = 1"),
+              postgresql_where=text("closed = false AND active = true")),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     obligation: str = Field(max_length=80)

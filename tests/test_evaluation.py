@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -370,7 +370,7 @@ def test_calls_are_independent() -> None:
 
 def test_large_batch_with_explicit_ids() -> None:
     """20,000 events in batches: without explicit ids ~15,000 small events collide (MessageObserved)."""
-    items = [replace(item("2026-02-23"), period=f"p{k}") for k in range(20_000)]
+    items = [item("2026-02-23")._replace(period=f"p{k}") for k in range(20_000)]
     with DurableEvaluator(POLICIES, batch=True) as ev:
         ev.batch_size = 20_000
         assert len(ev.evaluate(items, d("2026-02-23"), CAL)) == 20_000

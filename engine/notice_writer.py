@@ -1,0 +1,198 @@
+"""Writing an evaluation pass's notices into the outbox table, on a thread of its own.
+
+Why a thread: on a large pass, inserting the notices (a unique key and three more indexes to
+maintain) costs about as much as the evaluation itself, and it is work done inside the database
+library, which runs without Python's GIL. So the pass hands each chunk's notices to a writer thread
+and evaluates the next chunk meanwhile: on two cores the insertion is almost hidden
+(benchmarks/bench_evaluation_pass.py).
+
+How, so that the inserting really runs outside the GIL:
+
+* **SQLite**: one ``INSERT OR IGNORE … VALUES (…), (…), …`` of up to 1,000 rows per statement.
+  ``executemany`` releases and retakes the GIL around every single row, and a thread that must
+  retake the GIL for every row waits for the evaluating thread's switch interval each time (the
+  "convoy"): measured, it fell behind by most of the write. One statement of many rows is one GIL
+  release for all of them (a JSON array through ``json_each`` did the same at 1.5× the CPU).
+* **PostgreSQL**: ``COPY`` of the chunk into a temporary table, then one ``INSERT … SELECT … ON
+  CONFLICT (key) DO NOTHING``; the server does the work in its own process.
+
+The writer uses the pass's own connection, inside the pass's transaction, so nothing changes for
+"nothing twice": the unique key decides, and the caller commits (or not) as before. While the writer
+runs, the thread that started it must not use the session (``evaluate`` only evaluates meanwhile).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from datetime import date, datetime
+from functools import lru_cache
+from itertools import chain
+from typing import Any, Iterable, Sequence
+
+from sqlmodel import Session
+
+from engine.evaluation import NoticeIntent
+from engine.state import NoticeRow
+
+# Chunks in flight at once: bounds the memory of a 1,000,000-instance pass.
+_QUEUE_DEPTH = 4
+# A chunk goes to the database as it is: NoticeIntent's fields in order. The database makes the key
+# exactly as NoticeIntent.key does and finds the instance by its unique (obligation, unit, period)
+# (none for KPI items and the secretariat's summary: NULL, as before), in C, outside the GIL.
+_FIELDS = ("obligation", "unit", "period", "stage", "recipient", "kind", "wd_before", "wd_late")
+_COLUMNS = ("key", "instance_id", *_FIELDS)
+_INSERT = f"INSERT INTO notices ({', '.join(_COLUMNS)}, as_of, created_at, status, attempts) "
+# Rows per statement: a power of two from 16 to 4,096, so each size is prepared once per connection
+# and then reused (a statement of a new size costs ~10 ms per 1,000 rows to prepare). A chunk is one
+# statement when it fits, its last rows repeated up to the size: a repeated key is ignored by
+# INSERT OR IGNORE and not counted. Few, large statements matter on a thread: each one takes the GIL
+# back once, and that waits up to the switch interval (5 ms) behind the evaluating thread.
+_MIN_ROWS, _MAX_ROWS = 16, 4096
+_PG_TEMP = "dondoc_notices_in"
+
+
+def _select(v: Sequence[str], as_of: str, created_at: str, source: str) -> str:
+    """The rows to insert from ``source`` whose columns ``v`` are NoticeIntent's fields in order."""
+    key = " || '|' || ".join(v[:5])
+    return (f"SELECT {key}, i.id, {', '.join(v)}, {as_of}, {created_at}, 'pending', 0 FROM {source} "
+            f"LEFT JOIN instances i ON i.obligation = {v[0]} AND i.unit = {v[1]} AND i.period = {v[2]}")
+
+
+@lru_cache(maxsize=16)
+def _sqlite_insert(rows: int) -> str:
+    """``INSERT OR IGNORE … SELECT … FROM (VALUES (…), …)`` for ``rows`` rows: one statement, one step.
+    Parameters: as_of, created_at (first in the text), then each row's fields."""
+    values = ",".join(["(" + ",".join("?" * len(_FIELDS)) + ")"] * rows)
+    v = [f"v.column{k + 1}" for k in range(len(_FIELDS))]
+    return "INSERT OR IGNORE" + _INSERT[6:] + _select(v, "?", "?", f"(VALUES {values}) AS v")
+
+
+def _cut(n: int, limit: int) -> list[tuple[int, int]]:
+    """``n`` rows as statements: (rows taken, statement size), sizes powers of two up to ``limit``."""
+    top = max(1, min(_MAX_ROWS, 1 << (limit.bit_length() - 1)))
+    out = []
+    while n > 0:
+        take = min(n, top)
+        out.append((take, min(top, max(_MIN_ROWS, 1 << (take - 1).bit_length()))))
+        n -= take
+    return out
+
+
+def _bind(column: Any, value: Any, dialect: Any) -> Any:
+    """A constant converted by SQLAlchemy's own bind processor, so rows read back like ORM rows."""
+    proc = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return proc(value) if proc else value
+
+
+class NoticeWriter:
+    """Insert-or-ignore notices by key, chunk by chunk, on a thread; ``created`` counts new rows.
+
+    Use as a context manager: ``put`` each chunk, leave the block to wait for the last one. An error
+    in the writer is raised in the caller at the next ``put`` or at the end; an error in the caller
+    stops the writer (what it wrote stays uncommitted in the caller's transaction).
+    """
+
+    def __init__(self, session: Session, as_of: date, now: datetime, *, thread: bool = True, write: bool = True):
+        self.created = 0
+        self._write_any = write
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not write:                   # a dry run: nothing is written, nothing is set up
+            return
+        dialect = session.get_bind().dialect
+        self._sqlite = dialect.name == "sqlite"
+        table = NoticeRow.__table__
+        self._raw = session.connection().connection.driver_connection
+        if self._sqlite:
+            self._as_of = _bind(table.c.as_of, as_of, dialect)
+            self._created_at = _bind(table.c.created_at, now, dialect)
+            limit = (self._raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+                     if hasattr(self._raw, "getlimit") else 999)   # Python 3.11+; 999 before SQLite 3.32
+            self._per_statement = max(1, (limit - 2) // len(_FIELDS))
+        else:
+            self._as_of, self._created_at = as_of, now
+            with self._raw.cursor() as cur:
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_TEMP} ON COMMIT DELETE ROWS AS "
+                            f"SELECT {', '.join(_FIELDS)} FROM notices WITH NO DATA")
+                cur.execute(f"TRUNCATE {_PG_TEMP}")
+        self._queue: queue.Queue[Sequence[NoticeIntent] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._thread = threading.Thread(target=self._run, name="dondoc-notice-writer", daemon=True) if thread else None
+
+    # -- the caller's side ----------------------------------------------------------------------
+    def __enter__(self) -> "NoticeWriter":
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def put(self, intents: Sequence[NoticeIntent]) -> None:
+        """Queue one chunk (best in key order: see engine/open_items.py)."""
+        if self._error is not None:
+            raise self._error
+        if not intents or not self._write_any:
+            return
+        if self._thread is None:
+            self._write(intents)
+            return
+        while True:   # never block forever on a writer that died
+            try:
+                self._queue.put(intents, timeout=0.5)
+                return
+            except queue.Full:
+                if self._error is not None or not self._thread.is_alive():
+                    raise self._error or RuntimeError("notice writer stopped")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            if exc is not None:
+                self._drain()           # stop early: the caller failed, the transaction is abandoned
+            self._queue.put(None)
+            self._thread.join()
+        if exc is None and self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    # -- the writer's side ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            intents = self._queue.get()
+            if intents is None:
+                return
+            if self._error is not None:
+                continue                # keep draining so the caller never blocks
+            try:
+                self._write(intents)
+            except BaseException as exc:   # handed to the caller, raised there
+                self._error = exc
+
+    def _write(self, intents: Sequence[NoticeIntent]) -> None:
+        self.created += self._write_sqlite(intents) if self._sqlite else self._write_pg(intents)
+
+    def _write_sqlite(self, intents: Sequence[NoticeIntent]) -> int:
+        raw, tail = self._raw, (self._as_of, self._created_at)
+        before = raw.total_changes
+        start = 0
+        for take, size in _cut(len(intents), self._per_statement):
+            part = intents[start:start + take]
+            padding = [part[-1]] * (size - take)
+            raw.execute(_sqlite_insert(size), [*tail, *chain.from_iterable(part), *chain.from_iterable(padding)])
+            start += take
+        return raw.total_changes - before
+
+    def _write_pg(self, intents: Iterable[NoticeIntent]) -> int:
+        with self._raw.cursor() as cur:
+            with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_FIELDS)}) FROM STDIN") as copy:
+                for n in intents:
+                    copy.write_row(n)
+            cur.execute(_INSERT + _select([f"x.{f}" for f in _FIELDS], "%s", "%s", f"{_PG_TEMP} AS x")
+                        + " ORDER BY 1 ON CONFLICT (key) DO NOTHING", (self._as_of, self._created_at))
+            created = cur.rowcount
+            cur.execute(f"TRUNCATE {_PG_TEMP}")
+        return created

@@ -1,0 +1,203 @@
+"""Reading the open instances an evaluation pass considers, chunk by chunk.
+
+On SQLite (a file), a reader thread with its own read-only connection runs one statement per chunk
+(the rows and their sent stages as one JSON text, keyset-paginated by id, in one read transaction
+so the chunks are one snapshot) and hands each chunk over while the pass evaluates the previous one.
+One statement per chunk runs inside SQLite without Python's GIL; fetching row by row would take and
+give back the GIL for every row and wait behind the evaluating thread each time
+(engine/notice_writer.py explains the same "convoy" for writing).
+
+Elsewhere (PostgreSQL, an in-memory SQLite, or a session that already holds uncommitted writes,
+which another connection could not see) everything is read at once on the session's connection
+before the pass begins, and then cut into the same chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+from datetime import date
+from typing import Any, Iterator
+
+from sqlalchemy import select as sa_select
+from sqlmodel import Session
+
+from engine.evaluation import OpenItem
+from engine.rules_loader import RulePack
+from engine.state import InstanceRow, NoticeRow
+
+_OPEN = "i.closed = 0 AND i.active = 1 AND i.chase_paused = 0 AND i.due <= ?"
+# One chunk: [[id, obligation, unit, period, due, [sent stage, …]], …] as JSON text, in
+# (obligation, unit, period) order — the partial index ix_instances_open_key holds exactly the open,
+# active instances in that order —, continued after the last triple read (a seek, no sort). In that
+# order the pass's notices come out in nearly the order of their keys, and inserting them in key
+# order costs half the CPU of inserting them at random places of the key's index.
+_CHUNK_SQL = (
+    "SELECT json_group_array(json_array(id, obligation, unit, period, due, json(sent))) FROM ("
+    "SELECT i.id, i.obligation, i.unit, i.period, i.due, "
+    "(SELECT json_group_array(n.stage) FROM notices n WHERE n.instance_id = i.id) AS sent "
+    f"FROM instances i INDEXED BY ix_instances_open_key WHERE {_OPEN} AND (i.obligation, i.unit, i.period) > (?, ?, ?) "
+    "ORDER BY i.obligation, i.unit, i.period LIMIT ?)")
+Row = tuple[int, str, str, str, Any, Any]   # id, obligation, unit, period, due, sent stages
+
+
+def lookahead(pack: RulePack, today: date) -> date:
+    """Instances due after this day cannot trigger any stage yet."""
+    longest = max((max(p.before_due_working_days, default=0) for p in pack.policies.values()), default=0)
+    return pack.calendar.add_working_days(today, longest + 1)
+
+
+class OpenItemChunks:
+    """Iterate over lists of ``(instance id, OpenItem)``; ``close()`` stops the reader early."""
+
+    def __init__(self, session: Session, pack: RulePack, today: date, size: int):
+        self._size = size
+        self._policy_of = {oid: pack.policy_for(ob).id for oid, ob in pack.obligations.items()}
+        self._supervisor_of = {uid: u.supervisor for uid, u in pack.units.items()}
+        self._days: dict[str, date] = {}
+        self._empty: frozenset[str] = frozenset()
+        horizon = lookahead(pack, today)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        path = _readable_file(session)
+        if path is not None:
+            self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._read, args=(path, horizon.isoformat()),
+                                            name="dondoc-open-items", daemon=True)
+            self._thread.start()
+            self._rows: list[Row] | None = None
+        else:
+            self._rows = _read_all(session, horizon)
+
+    # -- the pass's side ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[list[tuple[int, OpenItem]]]:
+        if self._rows is not None:
+            for start in range(0, len(self._rows), self._size):
+                yield self._items(self._rows[start:start + self._size])
+            return
+        while True:
+            kind, value = self._queue.get()
+            if kind == "rows":
+                yield self._items(value)
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> "OpenItemChunks":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _items(self, rows: list[Any]) -> list[tuple[int, OpenItem]]:
+        policy_of, supervisor_of, days, empty = self._policy_of, self._supervisor_of, self._days, self._empty
+        out: list[tuple[int, OpenItem]] = []
+        append = out.append
+        for iid, ob_id, unit, period, due, sent in rows:
+            policy = policy_of.get(ob_id)
+            if policy is None or unit not in supervisor_of:
+                continue
+            if isinstance(due, str):          # SQLite: ISO text, a few distinct days
+                day = days.get(due)
+                if day is None:
+                    day = days[due] = date.fromisoformat(due)
+                due = day
+            append((iid, OpenItem(ob_id, unit, period, due, policy, "open", frozenset(sent) if sent else empty,
+                                  supervisor_of[unit])))
+        return out
+
+    # -- the reader thread ----------------------------------------------------------------------
+    def _read(self, path: str, horizon: str) -> None:
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            self._put(("error", exc))
+            return
+        try:
+            con.execute("PRAGMA busy_timeout=30000")
+            con.execute("BEGIN")              # one snapshot for every chunk
+            last: tuple[str, str, str] = ("", "", "")
+            while not self._stop.is_set():
+                (text,) = con.execute(_CHUNK_SQL, (horizon, *last, self._size)).fetchone()
+                rows = json.loads(text)
+                if not rows:
+                    break
+                if not self._put(("rows", rows)):
+                    return
+                last = (rows[-1][1], rows[-1][2], rows[-1][3])
+            con.execute("COMMIT")
+            self._put(("end", None))
+        except BaseException as exc:          # handed to the pass and raised there
+            self._put(("error", exc))
+        finally:
+            con.close()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _readable_file(session: Session) -> str | None:
+    """The SQLite file a second connection can read the same data from, else None."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    raw = session.connection().connection.driver_connection
+    if raw.in_transaction:                    # uncommitted writes of this session: read them here
+        return None
+    try:
+        raw.execute("SELECT json_array(1)").fetchone()
+    except sqlite3.Error:                     # built without JSON functions
+        return None
+    for _, name, file in raw.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return file or None               # "" for an in-memory database
+    return None
+
+
+def _read_all(session: Session, horizon: date) -> list[Row]:
+    """Everything at once on the session's connection (PostgreSQL, in-memory SQLite, pending writes)."""
+    rows = session.execute(
+        sa_select(InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period, InstanceRow.due)
+        .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
+               InstanceRow.due <= horizon).order_by(InstanceRow.obligation, InstanceRow.unit, InstanceRow.period)
+    ).all()
+    sent: dict[int, list[str]] = {}
+    for iid, stage in session.execute(
+            sa_select(NoticeRow.instance_id, NoticeRow.stage).join(InstanceRow, InstanceRow.id == NoticeRow.instance_id)
+            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
+                   InstanceRow.due <= horizon)).all():
+        sent.setdefault(iid, []).append(stage)
+    return [(iid, ob, unit, period, due, sent.get(iid)) for iid, ob, unit, period, due in rows]
+
+
+def load_open_items(session: Session, pack: RulePack, today: date,
+                    ) -> tuple[list[OpenItem], dict[tuple[str, str, str], int]]:
+    """Open, active instances that could trigger a stage today, with the stages already in the
+    outbox, all at once; and each one's instance id by (obligation, unit, period)."""
+    items: list[OpenItem] = []
+    index: dict[tuple[str, str, str], int] = {}
+    with OpenItemChunks(session, pack, today, 10_000) as chunks:
+        for chunk in chunks:
+            for iid, item in chunk:
+                items.append(item)
+                index[(item.obligation, item.unit, item.period)] = iid
+    return items, index
