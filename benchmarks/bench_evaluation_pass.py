@@ -2,7 +2,12 @@
 durable-rules, write notices), beside durable-rules alone and the plain-Python evaluator on the same
 items, in one run.
 
-Run: .venv/bin/python benchmarks/bench_evaluation_pass.py [--sizes 10000 30000 100000] [--runs 5]
+Run: .venv/bin/python benchmarks/bench_evaluation_pass.py [--sizes 10000 100000 1000000] [--runs 5] [--pg]
+
+``--pg`` runs the same table on a PostgreSQL server the benchmark starts on loopback
+(tests/pgserver.py, Debian's binaries). The ratio is measured side by side: in each run durable-rules
+alone and the whole pass work on the same items, one after the other; the table shows the median of
+the per-run ratios.
 
 Population (worst case): every open instance is due within ±15 days of the evaluation day
 (02/03/2026), so nearly all of them are posted to the engine; a quarter already have their
@@ -28,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from engine.clock import TZ  # noqa: E402
@@ -52,8 +57,7 @@ def bench_pack(n_units: int):
     return dc_replace(pack, units=units)
 
 
-def prepare(path: Path, pack, n: int, seed: int = 57) -> None:
-    url = f"sqlite:///{path}"
+def prepare(url: str, pack, n: int, seed: int = 57) -> None:
     migrate(url)
     eng = make_engine(url)
     rnd = random.Random(seed)
@@ -79,6 +83,9 @@ def prepare(path: Path, pack, n: int, seed: int = 57) -> None:
             c.execute(insert(InstanceRow.__table__), rows[k:k + 5000])
         for k in range(0, len(notes), 5000):
             c.execute(insert(NoticeRow.__table__), notes[k:k + 5000])
+    if url.startswith("postgresql"):
+        with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("VACUUM ANALYZE"))
     eng.dispose()
 
 
@@ -86,17 +93,26 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(n: int, runs: int, tmp: Path) -> dict[str, float]:
+def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
     pack = bench_pack(2000)
-    base = tmp / f"base-{n}.db"
-    prepare(base, pack, n)
+    if pg is None:
+        base = tmp / f"base-{n}.db"
+        prepare(f"sqlite:///{base}", pack, n)
+    else:
+        template = f"bench_{n}"
+        prepare(pg.create_db(template), pack, n)
     evaluator = DurableEvaluator(pack.policies, batch=True)
     oracle = PythonEvaluator(pack.policies)
-    passes, durable, python, created = [], [], [], 0
+    passes, durable, python, ratios, created = [], [], [], [], 0
     for r in range(runs):
-        db = tmp / f"run-{n}-{r}.db"
-        shutil.copy(base, db)
-        url = f"sqlite:///{db}"
+        if pg is None:
+            db = tmp / f"run-{n}-{r}.db"
+            shutil.copy(base, db)
+            url = f"sqlite:///{db}"
+        else:   # a fresh copy of the prepared database for every run
+            with get_engine(pg.url()).connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text(f"CREATE DATABASE run_{n}_{r} TEMPLATE {template}"))
+            url = pg.url(f"run_{n}_{r}")
         eng = get_engine(url)
         with Session(eng) as s:
             items, _ = load_open_items(s, pack, AS_OF)
@@ -106,32 +122,49 @@ def run(n: int, runs: int, tmp: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         oracle.evaluate(items, AS_OF, pack.calendar)
         python.append(time.perf_counter() - t0)
+        del items
         with Session(eng) as s:
             t0 = time.perf_counter()
             rep = evaluate(s, pack, NOW, evaluator=evaluator)
             passes.append(time.perf_counter() - t0)
+        ratios.append(passes[-1] / durable[-1])
         created = rep.created
         eng.dispose()
+        if pg is None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
     evaluator.close()
-    return {"n": n, "items": len(items), "created": created, "pass": statistics.median(passes),
+    return {"n": n, "items": rep.considered, "created": created, "pass": statistics.median(passes),
             "pass_min": min(passes), "durable": statistics.median(durable), "python": statistics.median(python),
-            "rss": rss_mb()}
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "rss": rss_mb()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 30000, 100000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000, 1000000])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--pg", action="store_true", help="PostgreSQL on loopback instead of SQLite files")
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}")
-    print("| open instances | posted items | notices written | whole pass (s, median) | min | durable-rules alone (s) "
-          "| pass ÷ durable | plain-Python evaluator (s) | peak RSS (MiB) |")
+    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average {__import__('os').getloadavg()[0]:.1f}, {'PostgreSQL' if args.pg else 'SQLite'}")
+    print("| open instances | notices written | whole pass (s, median) | min | durable-rules alone (s) "
+          "| pass ÷ durable (median of runs) | range | plain-Python evaluator (s) | peak RSS (MiB) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sizes:
-            r = run(n, args.runs, Path(tmp))
-            print(f"| {r['n']:,} | {r['items']:,} | {r['created']:,} | {r['pass']:.2f} | {r['pass_min']:.2f} | "
-                  f"{r['durable']:.2f} | {r['pass'] / r['durable']:.1f}× | {r['python']:.2f} | {r['rss']:.0f} |")
+    pg = None
+    if args.pg:
+        from tests.pgserver import PgServer
+        pg = PgServer().start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in args.sizes:
+                r = run(n, args.runs, Path(tmp), pg)
+                print(f"| {r['n']:,} | {r['created']:,} | {r['pass']:.2f} | {r['pass_min']:.2f} | "
+                      f"{r['durable']:.2f} | **{r['ratio']:.2f}×** | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | "
+                      f"{r['python']:.2f} | {r['rss']:.0f} |", flush=True)
+    finally:
+        if pg is not None:
+            pg.stop()
+    print(f"load average after: {__import__('os').getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

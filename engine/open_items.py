@@ -50,10 +50,12 @@ def lookahead(pack: RulePack, today: date) -> date:
 
 
 class OpenItemChunks:
-    """Iterate over lists of ``(instance id, OpenItem)``; ``close()`` stops the reader early."""
+    """Iterate over lists of OpenItems (``ids=True``: of ``(instance id, OpenItem)``); ``close()``
+    stops the reader early. The pass needs no ids: the notice writer finds them in the database."""
 
-    def __init__(self, session: Session, pack: RulePack, today: date, size: int):
+    def __init__(self, session: Session, pack: RulePack, today: date, size: int, *, ids: bool = False):
         self._size = size
+        self._ids = ids
         self._policy_of = {oid: pack.policy_for(ob).id for oid, ob in pack.obligations.items()}
         self._supervisor_of = {uid: u.supervisor for uid, u in pack.units.items()}
         self._days: dict[str, date] = {}
@@ -72,7 +74,7 @@ class OpenItemChunks:
             self._rows = _read_all(session, horizon)
 
     # -- the pass's side ------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[list[tuple[int, OpenItem]]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         if self._rows is not None:
             for start in range(0, len(self._rows), self._size):
                 yield self._items(self._rows[start:start + self._size])
@@ -103,9 +105,10 @@ class OpenItemChunks:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _items(self, rows: list[Any]) -> list[tuple[int, OpenItem]]:
-        policy_of, supervisor_of, days, empty = self._policy_of, self._supervisor_of, self._days, self._empty
-        out: list[tuple[int, OpenItem]] = []
+    def _items(self, rows: list[Any]) -> list[Any]:
+        policy_of, supervisor_of, days, empty, ids = (self._policy_of, self._supervisor_of, self._days,
+                                                     self._empty, self._ids)
+        out: list[Any] = []
         append = out.append
         for iid, ob_id, unit, period, due, sent in rows:
             policy = policy_of.get(ob_id)
@@ -116,8 +119,9 @@ class OpenItemChunks:
                 if day is None:
                     day = days[due] = date.fromisoformat(due)
                 due = day
-            append((iid, OpenItem(ob_id, unit, period, due, policy, "open", frozenset(sent) if sent else empty,
-                                  supervisor_of[unit])))
+            item = OpenItem(ob_id, unit, period, due, policy, "open", frozenset(sent) if sent else empty,
+                            supervisor_of[unit])
+            append((iid, item) if ids else item)
         return out
 
     # -- the reader thread ----------------------------------------------------------------------
@@ -195,7 +199,7 @@ def load_open_items(session: Session, pack: RulePack, today: date,
     outbox, all at once; and each one's instance id by (obligation, unit, period)."""
     items: list[OpenItem] = []
     index: dict[tuple[str, str, str], int] = {}
-    with OpenItemChunks(session, pack, today, 10_000) as chunks:
+    with OpenItemChunks(session, pack, today, 10_000, ids=True) as chunks:
         for chunk in chunks:
             for iid, item in chunk:
                 items.append(item)

@@ -202,8 +202,7 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
     # same as one call over everything (tests/test_pipeline.py). KPI items come last.
     with OpenItemChunks(session, pack, today, PASS_CHUNK) as chunks, \
             NoticeWriter(session, today, now, thread=not dry_run, write=not dry_run) as writer:
-        for chunk in chunks:
-            items = [item for _, item in chunk]
+        for items in chunks:
             considered += len(items)
             found = ev.evaluate(items, today, pack.calendar)
             writer.put(found)
