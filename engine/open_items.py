@@ -1,15 +1,17 @@
 """Reading the open instances an evaluation pass considers, chunk by chunk.
 
-On SQLite (a file), a reader thread with its own read-only connection runs one statement per chunk
-(the rows and their sent stages as one JSON text, keyset-paginated by id, in one read transaction
-so the chunks are one snapshot) and hands each chunk over while the pass evaluates the previous one.
-One statement per chunk runs inside SQLite without Python's GIL; fetching row by row would take and
-give back the GIL for every row and wait behind the evaluating thread each time
-(engine/notice_writer.py explains the same "convoy" for writing).
+A reader thread with a connection of its own reads one page per chunk, in (obligation, unit,
+period) order — keyset pagination over the partial index of open instances —, all pages in one read
+transaction (one snapshot), and hands each chunk over while the pass evaluates the previous one.
+On SQLite a page is one statement that returns the rows and their sent stages as one JSON text: it
+runs inside SQLite without Python's GIL, where fetching row by row would take and give back the GIL
+for every row and wait behind the evaluating thread each time (engine/notice_writer.py explains the
+same "convoy" for writing). On PostgreSQL a page is one query on a pooled connection (the wait for
+the server releases the GIL).
 
-Elsewhere (PostgreSQL, an in-memory SQLite, or a session that already holds uncommitted writes,
-which another connection could not see) everything is read at once on the session's connection
-before the pass begins, and then cut into the same chunks.
+When another connection could not see what the session sees — an in-memory SQLite, or writes of
+this session not yet committed — everything is read at once on the session's own connection before
+the pass begins, and cut into the same chunks.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 import queue
 import sqlite3
 import threading
+from contextlib import contextmanager
 from datetime import date
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, ContextManager, Iterator
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
@@ -63,10 +67,10 @@ class OpenItemChunks:
         horizon = lookahead(pack, today)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        path = _readable_file(session)
-        if path is not None:
+        pages = _pages(session)
+        if pages is not None:
             self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
-            self._thread = threading.Thread(target=self._read, args=(path, horizon.isoformat()),
+            self._thread = threading.Thread(target=self._read, args=(pages, horizon),
                                             name="dondoc-open-items", daemon=True)
             self._thread.start()
             self._rows: list[Row] | None = None
@@ -125,30 +129,20 @@ class OpenItemChunks:
         return out
 
     # -- the reader thread ----------------------------------------------------------------------
-    def _read(self, path: str, horizon: str) -> None:
+    def _read(self, pages: "Pages", horizon: date) -> None:
         try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            self._put(("error", exc))
-            return
-        try:
-            con.execute("PRAGMA busy_timeout=30000")
-            con.execute("BEGIN")              # one snapshot for every chunk
-            last: tuple[str, str, str] = ("", "", "")
-            while not self._stop.is_set():
-                (text,) = con.execute(_CHUNK_SQL, (horizon, *last, self._size)).fetchone()
-                rows = json.loads(text)
-                if not rows:
-                    break
-                if not self._put(("rows", rows)):
-                    return
-                last = (rows[-1][1], rows[-1][2], rows[-1][3])
-            con.execute("COMMIT")
+            with pages() as page:             # one snapshot for every chunk
+                last: tuple[str, str, str] = ("", "", "")
+                while not self._stop.is_set():
+                    rows = page(horizon, last, self._size)
+                    if not rows:
+                        break
+                    if not self._put(("rows", rows)):
+                        return
+                    last = (rows[-1][1], rows[-1][2], rows[-1][3])
             self._put(("end", None))
         except BaseException as exc:          # handed to the pass and raised there
             self._put(("error", exc))
-        finally:
-            con.close()
 
     def _put(self, item: tuple[str, Any]) -> bool:
         while not self._stop.is_set():
@@ -160,25 +154,89 @@ class OpenItemChunks:
         return False
 
 
-def _readable_file(session: Session) -> str | None:
-    """The SQLite file a second connection can read the same data from, else None."""
-    if session.get_bind().dialect.name != "sqlite":
-        return None
+Page = Callable[[date, tuple[str, str, str], int], list[Any]]
+Pages = Callable[[], ContextManager[Page]]
+
+
+def _pages(session: Session) -> Pages | None:
+    """How the reader thread reads pages on a connection of its own, or None when it cannot see
+    what the session sees (an in-memory SQLite, or writes of this session not yet committed)."""
+    dialect = session.get_bind().dialect.name
     raw = session.connection().connection.driver_connection
-    if raw.in_transaction:                    # uncommitted writes of this session: read them here
-        return None
-    try:
-        raw.execute("SELECT json_array(1)").fetchone()
-    except sqlite3.Error:                     # built without JSON functions
-        return None
-    for _, name, file in raw.execute("PRAGMA database_list").fetchall():
-        if name == "main":
-            return file or None               # "" for an in-memory database
+    if dialect == "sqlite":
+        if raw.in_transaction:                # uncommitted writes of this session: read them here
+            return None
+        try:
+            raw.execute("SELECT json_array(1)").fetchone()
+        except sqlite3.Error:                 # built without JSON functions
+            return None
+        files = [file for _, name, file in raw.execute("PRAGMA database_list").fetchall() if name == "main"]
+        return partial(_sqlite_pages, files[0]) if files and files[0] else None
+    if dialect == "postgresql":
+        with raw.cursor() as cur:             # an xid is assigned at this transaction's first write
+            if cur.execute("SELECT txid_current_if_assigned()").fetchone()[0] is not None:
+                return None
+        return partial(_pg_pages, session.get_bind())
     return None
+
+
+@contextmanager
+def _sqlite_pages(path: str) -> Iterator[Page]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        con.execute("PRAGMA busy_timeout=30000")
+        con.execute("BEGIN")
+
+        def page(horizon: date, after: tuple[str, str, str], size: int) -> list[Any]:
+            (text,) = con.execute(_CHUNK_SQL, (horizon.isoformat(), *after, size)).fetchone()
+            return json.loads(text)
+
+        yield page
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+_PG_PAGE = (
+    "SELECT i.id, i.obligation, i.unit, i.period, i.due, "
+    "(SELECT array_agg(n.stage) FROM notices n WHERE n.instance_id = i.id) FROM instances i "
+    "WHERE i.closed = false AND i.active = true AND i.chase_paused = false AND i.due <= %s "
+    "AND (i.obligation, i.unit, i.period) > (%s, %s, %s) ORDER BY i.obligation, i.unit, i.period LIMIT %s")
+
+
+@contextmanager
+def _pg_pages(engine: Any) -> Iterator[Page]:
+    """A pooled connection of the same engine, in one read-only repeatable-read transaction."""
+    pooled = engine.raw_connection()
+    try:
+        con = pooled.driver_connection
+        con.rollback()
+        with con.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def page(horizon: date, after: tuple[str, str, str], size: int) -> list[Any]:
+                return cur.execute(_PG_PAGE, (horizon, *after, size)).fetchall()
+
+            yield page
+        con.rollback()
+    finally:
+        pooled.close()
+
+
+_PG_OPEN = "i.closed = false AND i.active = true AND i.chase_paused = false AND i.due <= %s"
+_PG_ROWS = (f"SELECT i.id, i.obligation, i.unit, i.period, i.due FROM instances i WHERE {_PG_OPEN} "
+            "ORDER BY i.obligation, i.unit, i.period")
+_PG_SENT = f"SELECT n.instance_id, n.stage FROM notices n JOIN instances i ON i.id = n.instance_id WHERE {_PG_OPEN}"
 
 
 def _read_all(session: Session, horizon: date) -> list[Row]:
     """Everything at once on the session's connection (PostgreSQL, in-memory SQLite, pending writes)."""
+    if session.get_bind().dialect.name == "postgresql":   # the driver's rows: a third of the ORM's cost
+        with session.connection().connection.driver_connection.cursor() as cur:
+            pg_sent: dict[int, list[str]] = {}
+            for iid, stage in cur.execute(_PG_SENT, (horizon,)).fetchall():
+                pg_sent.setdefault(iid, []).append(stage)
+            return [(*r, pg_sent.get(r[0])) for r in cur.execute(_PG_ROWS, (horizon,)).fetchall()]
     rows = session.execute(
         sa_select(InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period, InstanceRow.due)
         .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712

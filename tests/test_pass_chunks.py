@@ -104,18 +104,22 @@ def test_the_pass_writes_what_the_oracle_says_at_any_chunk_size(db_url: str, pac
         assert evaluate(s, pack, NOW).created == 0
 
 
-def test_the_reader_thread_and_the_session_read_the_same_items(tmp_path, pack) -> None:
-    """A SQLite file is read by the reader thread; with writes pending in the session it is read on
-    the session's own connection (another connection could not see them): same items either way."""
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    populate(url, pack)
-    with session(url) as s:
+def test_the_reader_thread_and_the_session_read_the_same_items(db_url: str, pack) -> None:
+    """The reader thread reads on a connection of its own; with writes pending in the session the
+    items are read on the session's own connection (another one could not see them): same items."""
+    populate(db_url, pack)
+    with session(db_url) as s:
         threaded = load_open_items(s, pack, AS_OF)
-    with Session(get_engine(url)) as s:
-        s.execute(text("UPDATE instances SET updated_at = updated_at WHERE id = 1"))   # a pending write
+    paused = min(threaded[1].values())       # an open instance, paused by a write not yet committed
+    with Session(get_engine(db_url)) as s:
+        s.execute(text("UPDATE instances SET chase_paused = true WHERE id = :i"), {"i": paused})
         inline = load_open_items(s, pack, AS_OF)
         s.rollback()
-    assert threaded == inline and len(threaded[0]) > 500
+    one = {k for k, iid in threaded[1].items() if iid == paused}
+    assert len(one) == 1
+    assert {k: v for k, v in threaded[1].items() if k not in one} == inline[1]
+    assert [it for it in threaded[0] if (it.obligation, it.unit, it.period) not in one] == inline[0]
+    assert len(inline[0]) > 500
 
 
 def test_a_failing_write_stops_the_pass_with_nothing_committed(tmp_path, pack, monkeypatch) -> None:
