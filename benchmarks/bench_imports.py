@@ -1,7 +1,7 @@
 """Benchmark: 100,000-row CSV imports (submissions and KPI values) on SQLite, and how long they
 keep other writers (the daemon) out of the database.
 
-    .venv/bin/python benchmarks/bench_imports.py [--rows 100000] [--units 5000] [--old DIR]
+    .venv/bin/python benchmarks/bench_imports.py [--rows 100000] [--units 5000] [--old DIR] [--cli]
 
 A probe process beside the import opens its own connection and, every 5 ms, takes the write
 lock (BEGIN IMMEDIATE) and releases it at once: the longest it had to wait is the longest write-
@@ -12,6 +12,8 @@ day) over the seed KPI indicators, each admissible for its unit.
 
 --old DIR: also time the import code in DIR/old_submissions.py and DIR/old_values.py (for example
 `git show <rev>:engine/submissions.py`), to compare before/after on the same data.
+--cli: also time the whole `dondoc import submissions` command twice (its own process: the pack of
+--units units parsed the first time, read from the pack cache the second).
 Prints a Markdown table.
 """
 
@@ -124,11 +126,30 @@ def run_one(label: str, fn, db: Path) -> tuple[str, float, float]:
     return label, total, result.value
 
 
+def cli_import(work: Path, pack_dir: Path, subs: Path, db: Path) -> int:
+    """The command a secretary runs, in its own process; its pack cache lives in `work`."""
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DONDOC_")}
+    env.update(DONDOC_DATABASE_URL=f"sqlite:///{db}", DONDOC_NOW=NOW.strftime("%Y-%m-%dT%H:%M"),
+               DONDOC_TRACKING_START="2026-01-01", XDG_CACHE_HOME=str(work / "cache"))
+    r = subprocess.run([sys.executable, "-c", "import sys; from engine.app.cli import main; sys.argv[0] = 'dondoc'; main()",
+                        "import", "submissions", str(subs), "--rules", str(pack_dir), "--calendar",
+                        str(ROOT / "calendar"), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1000:]
+    return int(json.loads(r.stdout)["submitted"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--units", type=int, default=5000)
     ap.add_argument("--old", type=Path, default=None)
+    ap.add_argument("--cli", action="store_true",
+                    help="also time the whole `dondoc import submissions` command (its own process: start-up, "
+                         "the pack of --units units parsed, then read from the pack cache)")
     args = ap.parse_args()
     from engine.db import session
     from engine.kpi.loader import load_kpi_for_pack
@@ -161,6 +182,14 @@ def main() -> None:
 
         table.append((name, "import submissions") + run_one(f"{name} submissions", do_subs, db)[1:])
         table.append((name, "kpi import") + run_one(f"{name} kpi", do_kpi, db)[1:])
+    if args.cli:
+        for what in ("`dondoc import submissions` (pack parsed)", "`dondoc import submissions` (pack cached)"):
+            db = work / "cli.db"
+            src, dst = sqlite3.connect(template), sqlite3.connect(db)
+            src.backup(dst)
+            src.close()
+            dst.close()
+            table.append(("now", what) + run_one(what, lambda db=db: cli_import(work, pack_dir, subs, db), db)[1:])
     print(f"\n{args.rows:,} rows, SQLite (WAL), {args.units:,} synthetic units\n")
     print("| code | import | total (s) | longest write-lock wait of another writer (ms) |")
     print("|---|---|---:|---:|")

@@ -18,7 +18,7 @@ from engine.rules_model import (Group, Obligation, PackInfo, ReminderPolicy, Uni
                                 WorkingDaysAfterObligation)
 from engine.workcalendar import WorkingCalendar, load_overrides
 
-__all__ = ["RulePack", "Source", "load_pack"]
+__all__ = ["RulePack", "Source", "input_files", "load_pack"]
 
 _SECTIONS: dict[str, Section] = {
     "pack": Section(PackInfo, many=False),
@@ -124,7 +124,7 @@ class RulePack:
 def load_pack(directory: Path, calendar_dir: Path | None = None) -> RulePack:
     """Parse, validate and cross-check; raise RulePackInvalid listing every problem."""
     directory = Path(directory)
-    files = yaml_files(directory, "không tìm thấy thư mục quy tắc", "thư mục không có tệp .yaml nào")
+    files = _pack_files(directory)
     errors: list[RuleError] = []
     try:
         calendar = WorkingCalendar(load_overrides(calendar_dir))
@@ -466,9 +466,23 @@ def _cross_check(pack: RulePack, pack_src: Source | None, broken: set[str] = fro
     return dedup(c.errors)
 
 
+def _pack_files(directory: Path) -> list[Path]:
+    return yaml_files(directory, "không tìm thấy thư mục quy tắc", "thư mục không có tệp .yaml nào")
+
+
+def _calendar_files(calendar_dir: Path | None) -> list[Path]:
+    return sorted(calendar_dir.glob("*.yaml")) if calendar_dir and calendar_dir.is_dir() else []
+
+
 def _version(files: list[Path], calendar_dir: Path | None) -> str:
-    extra = sorted(calendar_dir.glob("*.yaml")) if calendar_dir and calendar_dir.is_dir() else []
-    return content_hash(list(files) + extra)
+    return content_hash(list(files) + _calendar_files(calendar_dir))
+
+
+def input_files(directory: Path, calendar_dir: Path | None = None) -> list[Path]:
+    """Every file :func:`load_pack` reads for this pack (its YAML files, then the calendar's): the pack
+    is a function of their contents (what a cache of parsed packs is keyed by). RulePackInvalid as
+    load_pack when the folder is missing or has no YAML file."""
+    return _pack_files(Path(directory)) + _calendar_files(calendar_dir)
 
 
 def _group_shape(groups: dict[str, Group]) -> tuple[set[str], dict[str, int]]:

@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import holidays
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,6 +81,8 @@ class WorkingCalendar:
         self.overrides = overrides or CalendarOverrides()
         # Names in Vietnamese whatever the server's locale (the package otherwise follows LANG/LANGUAGE);
         # its vi strings already write dates dd/mm/yyyy: "Ngày nghỉ (thay cho ngày 22/08/2026)".
+        import holidays   # here, not at the top: ~60 ms that a cached pack never needs (engine/app/packcache.py)
+
         self._holidays = holidays.country_holidays(country, language="vi")
         self._extra_off: dict[date, str] = {}
         self._extra_work: dict[date, str] = {}

@@ -199,3 +199,17 @@ def cheap_password_hashing():
     accounts.HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     yield kept
     accounts.HASHER = kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_pack_cache(tmp_path_factory):
+    """Parsed packs cached by the commands (engine/app/packcache.py) go to a folder of this test
+    session, not to the user's ~/.cache; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    kept = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if kept is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = kept

@@ -170,3 +170,7 @@ def test_the_open_instances_index_migration_matches_the_model(db_url: str) -> No
 
     for down in check_migration(db_url, ("instances",), {"instances": InstanceRow}, "0009"):
         assert "ix_instances_open_key" not in {i["name"] for i in down.get_indexes("instances")}
+    with get_engine(db_url).connect() as c:      # partial: only the open, active instances
+        sql = c.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_instances_open_key'") if "sqlite" in db_url
+                        else text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_instances_open_key'")).scalar()
+    assert "WHERE" in sql.upper() and "closed" in sql and "active" in sql
