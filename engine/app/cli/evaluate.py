@@ -100,7 +100,8 @@ def preview_cmd(staged: Path = typer.Option(..., "--rules", metavar="THƯ_MỤC"
     s = cfg(None, calendar_dir, db)
     start, end = default_window(now().date(), date_opt(from_, "--from"), date_opt(to, "--to"))
     try:
-        result = services.preview(s, staged, start, end, unit, obligation)
+        result = services.preview(s, staged, start, end, unit, obligation,
+                                  live=load(None, calendar_dir))   # the live pack from the cache
     except StagedRulesInvalid as exc:
         if as_json:
             dump_json({"valid": False, "staged_rules": str(staged), "errors": [e.as_dict() for e in exc.errors]})
