@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
+import sqlalchemy as sa
+from pydantic_core import PydanticUndefined
 from sqlmodel import Session, select
 
 from engine.instances import Instance, generate_instances
@@ -117,13 +119,52 @@ def _values(inst: Instance) -> dict[str, object]:
 
 
 def sync_units(session: Session, pack: RulePack, now: datetime) -> None:
-    existing = {u.id: u for u in session.exec(select(UnitRow)).all()}
-    for uid, u in pack.units.items():
-        row = existing.get(uid) or UnitRow(id=uid, name=u.name, kind=u.kind, updated_at=now)
-        row.name, row.kind, row.contacts = u.name, u.kind, json.dumps(u.contacts)
-        row.supervisor, row.valid_from, row.valid_until, row.successor = u.supervisor, u.valid_from, u.valid_until, u.successor
-        row.updated_at = now
-        session.add(row)
+    """The unit directory of the rules into the units table, every unit stamped ``now``. In bulk
+    statements, not ORM objects: a national installation has ~8,500 units."""
+    session.flush()
+    conn = session.connection()
+    table = UnitRow.__table__
+    existing = set(conn.execute(sa.select(table.c.id)).scalars())
+    values = [{"id": uid, "name": u.name, "kind": u.kind, "contacts": json.dumps(u.contacts),
+               "supervisor": u.supervisor, "valid_from": u.valid_from, "valid_until": u.valid_until,
+               "successor": u.successor, "updated_at": now}
+              for uid, u in pack.units.items()]
+    old = [{"b_" + k: v for k, v in row.items()} for row in values if row["id"] in existing]
+    new = [row for row in values if row["id"] not in existing]
+    if old:
+        conn.execute(table.update().where(table.c.id == sa.bindparam("b_id"))
+                     .values({k: sa.bindparam("b_" + k) for k in values[0] if k != "id"}), old)
+    if new:
+        conn.execute(sa.insert(table), new)
+    for obj in list(session.identity_map.values()):     # unit rows this session holds: read again
+        if isinstance(obj, UnitRow):
+            session.expire(obj)
+
+
+# The columns the sync reads of an existing instance. Why not ORM objects: a national installation
+# keeps ~200,000 instances in the horizon, and building an ORM object per row costs seconds at
+# every sync, while only the few rows the rules moved are written (benchmarks/bench_national.py).
+_READ = ("id", "obligation", "unit", "period", "inherited_from", "active", "closed") + _MUTABLE
+
+
+class _Row:
+    """An existing instance as the sync plans with it: plain values of the columns it reads; what
+    the plan changes is copied to the ORM row afterwards (``_write_changes``)."""
+
+    __slots__ = _READ + ("rules_version",)
+
+    def __init__(self, values: tuple) -> None:
+        (self.id, self.obligation, self.unit, self.period, self.inherited_from, self.active, self.closed,
+         self.period_label, self.period_start, self.period_end, self.cutoff_start, self.cutoff_end, self.due,
+         self.due_at, self.recipient) = values                  # the order of _READ
+        self.rules_version: str | None = None       # set when the plan moves the row
+
+
+def _new_row_defaults() -> dict[str, object]:
+    """What ``InstanceRow(...)`` fills in by itself (the model's field defaults), for rows
+    inserted in bulk without building the ORM object."""
+    return {name: f.default for name, f in InstanceRow.model_fields.items()
+            if name != "id" and f.default is not PydanticUndefined and f.default_factory is None}
 
 
 def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_start: date | None = None,
@@ -141,15 +182,21 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
     report = SyncReport()
     sync_units(session, pack, now)
     generated = [i for i in generate_instances(pack, start, end, tracking_start=start) if i.tracked]
-    rows = {(r.obligation, r.unit, r.period): r for r in session.exec(
-        select(InstanceRow).where(InstanceRow.due >= start)).all()}
+    table = InstanceRow.__table__
+    session.flush()
+    rows = {(r.obligation, r.unit, r.period): r for r in map(_Row, session.connection().execute(
+        sa.select(*(table.c[name] for name in _READ)).where(table.c.due >= start)))}
+    changed: dict[int, _Row] = {}               # rows the plan changed, by id: written at the end
 
     # An overdue, still-open duty of a unit that has ended since passes to whoever answers for
     # that unit today; a closed one stays where it was (history).
     wanted: dict[tuple[str, str, str], Instance] = {}
+    owners: dict[str, str | None] = {}              # who answers today for a unit
     for inst in generated:
         if inst.due < today:
-            owner = pack.owner_on(inst.unit, today)
+            if inst.unit not in owners:
+                owners[inst.unit] = pack.owner_on(inst.unit, today)
+            owner = owners[inst.unit]
             row = rows.get(inst.key)
             if owner and owner != inst.unit and not (row is not None and row.closed):
                 if row is not None:
@@ -165,31 +212,33 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
                         session.add(AuditRow(at=now, actor="sync", action="reassign", entity="instance",
                                              entity_id="|".join(inst.key), detail=json.dumps({"to": owner}, ensure_ascii=False)))
                     del rows[inst.key]
-                    row.updated_at = now
-                    session.add(row)
+                    changed[row.id] = row
                 inst = replace(inst, unit=owner, inherited_from=inst.inherited_from + (inst.unit,))
         wanted.setdefault(inst.key, inst)
 
+    new_rows: list[dict[str, object]] = []
+    defaults = _new_row_defaults()
     for key, inst in wanted.items():
         row = rows.get(key)
         values = _values(inst)
         if row is None:
-            session.add(InstanceRow(obligation=inst.obligation, unit=inst.unit, period=inst.period,
-                                    inherited_from=",".join(inst.inherited_from), rules_version=pack.version,
-                                    created_at=now, updated_at=now, **values))
+            new_rows.append({**defaults, "obligation": inst.obligation, "unit": inst.unit, "period": inst.period,
+                             "inherited_from": ",".join(inst.inherited_from), "rules_version": pack.version,
+                             "created_at": now, "updated_at": now, **values})
             report.inserted += 1
             continue
-        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        changed_values = {k: v for k, v in values.items() if getattr(row, k) != v}
         reactivate = not row.active and not row.closed
-        if (changed and not row.closed and row.due >= today) or reactivate:
-            before = {k: str(getattr(row, k)) for k in changed}
-            for k, v in changed.items():
+        if (changed_values and not row.closed and row.due >= today) or reactivate:
+            before = {k: str(getattr(row, k)) for k in changed_values}
+            for k, v in changed_values.items():
                 setattr(row, k, v)
             row.active = True
-            row.rules_version, row.updated_at = pack.version, now
-            session.add(row)
+            row.rules_version = pack.version
+            changed[row.id] = row
+            after = {k: str(v) for k, v in changed_values.items()}
             session.add(AuditRow(at=now, actor="sync", action="move", entity="instance", entity_id="|".join(key),
-                                 detail=json.dumps({"before": before, "after": {k: str(v) for k, v in changed.items()}}, ensure_ascii=False)))
+                                 detail=json.dumps({"before": before, "after": after}, ensure_ascii=False)))
             report.moved += 1
         else:
             report.unchanged += 1
@@ -199,12 +248,15 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
             continue
         # The rules no longer ask for it (obligation removed, reporter dropped, dates moved out).
         row.active = False
-        row.updated_at = now
-        session.add(row)
+        changed[row.id] = row
         session.add(AuditRow(at=now, actor="sync", action="retire", entity="instance", entity_id="|".join(key),
                              detail=json.dumps({"rules_version": pack.version})))
         report.retired += 1
 
+    _write_changes(session, changed, now)
+    session.flush()     # changed rows before new ones, in the order the ORM's own flush writes them
+    if new_rows:
+        session.execute(sa.insert(InstanceRow.__table__), new_rows)
     if eff is not None:
         report.untracked = _untrack_before(session, start, now)
         if inst_row is not None and (inst_row.tracking_start, inst_row.tracking_source) != (eff.day, eff.source):
@@ -212,6 +264,23 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
             session.add(inst_row)
     session.commit()
     return report
+
+
+def _write_changes(session: Session, changed: dict[int, _Row], now: datetime, chunk: int = 1000) -> None:
+    """Copy the plan's changes to the ORM rows (read fresh from the database), stamped ``now``; the
+    flush writes only the columns whose value differs."""
+    ids = sorted(changed)
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        stmt = select(InstanceRow).where(InstanceRow.id.in_(part)).execution_options(populate_existing=True)
+        for obj in session.exec(stmt).all():
+            plan = changed[obj.id]
+            for name in ("unit", "inherited_from", "active") + _MUTABLE:
+                setattr(obj, name, getattr(plan, name))
+            if plan.rules_version is not None:
+                obj.rules_version = plan.rules_version
+            obj.updated_at = now
+            session.add(obj)
 
 
 def _untrack_before(session: Session, start: date, now: datetime) -> int:

@@ -320,3 +320,35 @@ def test_the_overview_counted_in_sql_is_classify_row_by_row(con: Console) -> Non
         assert listed == _units_by_rows(con, day), day
         checked |= set(want.counts) | {i.status for i in want.due_this_week}
     assert checked >= {"done_on_time", "done_late", "overdue", "waived", "awaiting", "due_soon", "in_progress"}
+
+
+@pytest.mark.slow
+def test_the_postgresql_version_moves_on_every_commit_and_only_then(pg_server) -> None:
+    """The cache's version on PostgreSQL: the same while nothing commits (reads, an open write not
+    yet committed), new after a commit by any other connection."""
+    from sqlalchemy import create_engine, text
+
+    from engine.app.pagecache import _PgVersion
+
+    url = pg_server.create_db("pagecache_version")
+    other = create_engine(url)
+    with other.begin() as c:
+        c.execute(text("CREATE TABLE t (x int)"))
+    version = _PgVersion(url)
+    try:
+        first = version()
+        assert first is not None and version() == first
+        with other.connect() as c:
+            c.execute(text("SELECT count(*) FROM t")).scalar()
+            c.commit()
+        assert version() == first                     # a read commits nothing
+        with other.connect() as c:
+            c.execute(text("INSERT INTO t VALUES (1)"))
+            pending = version()                        # a write in progress, not yet visible
+            c.commit()
+        after = version()
+        assert after not in (first, pending)          # the commit is a new version
+        assert version() == after
+    finally:
+        version.close()
+        other.dispose()

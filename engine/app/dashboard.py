@@ -141,9 +141,10 @@ def overview(settings: Settings, pack: RulePack, today: date) -> Overview:
     for _n, oldest in late.values():
         if oldest not in wd_late:
             wd_late[oldest] = pack.calendar.working_days_between(oldest, today)
-    late_units = sorted((LateUnit(u, names.get(u, u), n, oldest, wd_late[oldest]) for u, (n, oldest) in late.items()),
-                        key=lambda x: (-x.items, -x.wd_late, x.name))
-    ranking = sorted((UnitRate(u, names.get(u, u), *r) for u, r in rates.items()),
-                     key=lambda x: (-(x.rate or 0.0), x.missing, x.late, x.name))
+    # Sorted as plain tuples, the objects made once in order (a national installation: ~8,500 units).
+    late_keyed = sorted((-n, -wd_late[oldest], names.get(u, u), u, n, oldest) for u, (n, oldest) in late.items())
+    late_units = [LateUnit(u, name, n, oldest, -wd) for _n, wd, name, u, n, oldest in late_keyed]
+    rate_keyed = sorted((-(ot / (ot + lt + ms)), ms, lt, names.get(u, u), u, ot) for u, (ot, lt, ms) in rates.items())
+    ranking = [UnitRate(u, name, ot, lt, ms) for _r, ms, lt, name, u, ot in rate_keyed]
     return Overview(today, today.year, dict(counts), week, late_units, ranking, counts.get("awaiting", 0),
                     sum(counts.values()))

@@ -12,8 +12,10 @@ Correctness first — a recorded submission must show on the next load:
   writes: it changes whenever any other connection commits, in this process (the console's forms,
   the daemon's thread) or another (the CLI, a daemon in its own process), and it is read before
   the page is computed, so what is kept is never older than the version it is kept under. Any new
-  version drops every entry. On other databases (PostgreSQL) there is no such cheap and exact
-  signal: nothing is cached there, every request computes (correct, just slower).
+  version drops every entry. On PostgreSQL the version is ``pg_current_snapshot()`` (which
+  transactions a new snapshot sees) on a private autocommit connection: two equal snapshots see the
+  same committed data, any commit in the server gives a new one, page views commit nothing. Other
+  databases: nothing is cached, every request computes (correct, just slower).
 - The key holds the rules (the pack object and its content hash), the day, the template, the
   path and the query: whatever else a page shows must be in its key (``key=``).
 - Only the page's ``content`` block is cached, rendered from the page's own data: the frame around
@@ -74,6 +76,41 @@ class _SqliteVersion:
             try:
                 self._conn.close()
             except sqlite3.Error:
+                pass
+            self._conn = None
+
+
+class _PgVersion:
+    """PostgreSQL's ``pg_current_snapshot()`` on a private autocommit connection: which transactions
+    a new snapshot sees. Two equal snapshots see exactly the same committed data, and any commit in
+    the server (this database or another) gives a new one; read-only requests commit nothing, so
+    page views leave it alone. Read before the page is computed, as on SQLite."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    def __call__(self) -> Hashable | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    from sqlalchemy import create_engine
+                    from sqlalchemy.pool import NullPool
+
+                    self._conn = create_engine(self.url, poolclass=NullPool, isolation_level="AUTOCOMMIT").connect()
+                from sqlalchemy import text
+
+                return self._conn.execute(text("SELECT pg_current_snapshot()::text")).scalar_one()
+            except Exception:  # noqa: BLE001 - unknown: this request computes without the cache
+                self.close()
+                return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001
                 pass
             self._conn = None
 
@@ -163,11 +200,16 @@ def cache_for(database_url: str) -> PageCache:
         cache = _CACHES.get(database_url)
         if cache is None:
             path = sqlite_path(database_url)
-            cache = PageCache(_SqliteVersion(path.resolve()) if path is not None else _uncached)
+            if path is not None:
+                cache = PageCache(_SqliteVersion(path.resolve()))
+            elif database_url.startswith("postgresql"):
+                cache = PageCache(_PgVersion(database_url))
+            else:
+                cache = PageCache(_uncached)
             _CACHES[database_url] = cache
             while len(_CACHES) > MAX_DATABASES:
                 _, old = _CACHES.popitem(last=False)
-                if isinstance(old.version, _SqliteVersion):
+                if isinstance(old.version, (_SqliteVersion, _PgVersion)):
                     old.version.close()
         else:
             _CACHES.move_to_end(database_url)
