@@ -548,10 +548,15 @@ class DurableEvaluator:
         return ruleset_for(policies)
 
     @staticmethod
-    def _gate(p: ReminderPolicy) -> tuple[int, bool, int, int | None]:
-        """Coarse per-policy window: (last reminder day, on_due_day, first late day, escalation day)."""
-        return (max(p.before_due_working_days, default=0), p.on_due_day, p.overdue_after_working_days,
-                p.escalate_after_working_days)
+    def _gate(p: ReminderPolicy) -> tuple[int, bool, int, int | None, int, str]:
+        """Coarse per-policy window: (last reminder day, on_due_day, first late day, escalation day,
+        the day the late track's last stage opens, that stage). From that day on only the last
+        stage can match (every earlier late stage has an upper bound), so an item that has it is done
+        with the late track: a report never submitted is not posted again at every pass for ever."""
+        o, r, m = p.overdue_after_working_days, p.repeat_every_working_days, p.max_repeats
+        last_from, last_stage = (o + m * r, repeat_stage(m)) if r > 0 and m > 0 else (o, STAGE_OVERDUE)
+        return (max(p.before_due_working_days, default=0), p.on_due_day, o, p.escalate_after_working_days,
+                last_from, last_stage)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _open_driver(self) -> None:
@@ -606,11 +611,14 @@ class DurableEvaluator:
             if pos is None:
                 pos = positions[item.due] = _position(item.due, as_of, cal)
             phase, wd_before, wd_late = pos
-            last_reminder, on_due, first_late, escalate = gate
+            last_reminder, on_due, first_late, escalate, last_from, last_stage = gate
             if self.prefilter:
+                sent = item.sent_stages
                 main = ((phase == "before" and 0 < wd_before <= last_reminder) or (phase == "due" and on_due)
-                        or (phase == "after" and wd_late >= first_late))
-                esc = phase == "after" and escalate is not None and wd_late >= escalate
+                        or (phase == "after" and wd_late >= first_late
+                            and not (wd_late >= last_from and last_stage in sent)))
+                esc = (phase == "after" and escalate is not None and wd_late >= escalate
+                       and STAGE_ESCALATION not in sent)
                 if not (main or esc):
                     continue
             else:
