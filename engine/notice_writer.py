@@ -38,12 +38,12 @@ from engine.state import NoticeRow
 
 # Chunks in flight at once: bounds the memory of a 1,000,000-instance pass.
 _QUEUE_DEPTH = 4
-# A chunk goes to the database as it is: NoticeIntent's fields in order. The database makes the key
-# exactly as NoticeIntent.key does and finds the instance by its unique (obligation, unit, period)
-# (none for KPI items and the secretariat's summary: NULL, as before), in C, outside the GIL.
+# A row: the instance's id (none for KPI items and the secretariat's summary), then NoticeIntent's
+# fields in order. The database makes the key exactly as NoticeIntent.key does, in C, outside the GIL.
 _FIELDS = ("obligation", "unit", "period", "stage", "recipient", "kind", "wd_before", "wd_late")
 _COLUMNS = ("key", "instance_id", *_FIELDS)
 _INSERT = f"INSERT INTO notices ({', '.join(_COLUMNS)}, as_of, created_at, status, attempts) "
+_PER_ROW = 1 + len(_FIELDS)
 # Rows per statement: a power of two from 16 to 4,096, so each size is prepared once per connection
 # and then reused (a statement of a new size costs ~10 ms per 1,000 rows to prepare). A chunk is one
 # statement when it fits, its last rows repeated up to the size: a repeated key is ignored by
@@ -54,18 +54,17 @@ _PG_TEMP = "dondoc_notices_in"
 
 
 def _select(v: Sequence[str], as_of: str, created_at: str, source: str) -> str:
-    """The rows to insert from ``source`` whose columns ``v`` are NoticeIntent's fields in order."""
-    key = " || '|' || ".join(v[:5])
-    return (f"SELECT {key}, i.id, {', '.join(v)}, {as_of}, {created_at}, 'pending', 0 FROM {source} "
-            f"LEFT JOIN instances i ON i.obligation = {v[0]} AND i.unit = {v[1]} AND i.period = {v[2]}")
+    """The rows to insert from ``source``, whose columns ``v`` are the instance id and the fields."""
+    key = " || '|' || ".join(v[1:6])
+    return f"SELECT {key}, {', '.join(v)}, {as_of}, {created_at}, 'pending', 0 FROM {source}"
 
 
 @lru_cache(maxsize=16)
 def _sqlite_insert(rows: int) -> str:
     """``INSERT OR IGNORE … SELECT … FROM (VALUES (…), …)`` for ``rows`` rows: one statement, one step.
-    Parameters: as_of, created_at (first in the text), then each row's fields."""
-    values = ",".join(["(" + ",".join("?" * len(_FIELDS)) + ")"] * rows)
-    v = [f"v.column{k + 1}" for k in range(len(_FIELDS))]
+    Parameters: as_of, created_at (first in the text), then each row's values."""
+    values = ",".join(["(" + ",".join("?" * _PER_ROW) + ")"] * rows)
+    v = [f"v.column{k + 1}" for k in range(_PER_ROW)]
     return "INSERT OR IGNORE" + _INSERT[6:] + _select(v, "?", "?", f"(VALUES {values}) AS v")
 
 
@@ -78,6 +77,9 @@ def _cut(n: int, limit: int) -> list[tuple[int, int]]:
         out.append((take, min(top, max(_MIN_ROWS, 1 << (take - 1).bit_length()))))
         n -= take
     return out
+
+
+Ids = dict[tuple[str, str, str], int]
 
 
 def _bind(column: Any, value: Any, dialect: Any) -> Any:
@@ -110,14 +112,14 @@ class NoticeWriter:
             self._created_at = _bind(table.c.created_at, now, dialect)
             limit = (self._raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
                      if hasattr(self._raw, "getlimit") else 999)   # Python 3.11+; 999 before SQLite 3.32
-            self._per_statement = max(1, (limit - 2) // len(_FIELDS))
+            self._per_statement = max(1, (limit - 2) // _PER_ROW)
         else:
             self._as_of, self._created_at = as_of, now
             with self._raw.cursor() as cur:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_TEMP} ON COMMIT DELETE ROWS AS "
-                            f"SELECT {', '.join(_FIELDS)} FROM notices WITH NO DATA")
+                            f"SELECT {', '.join(_COLUMNS[1:])} FROM notices WITH NO DATA")
                 cur.execute(f"TRUNCATE {_PG_TEMP}")
-        self._queue: queue.Queue[Sequence[NoticeIntent] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._queue: queue.Queue[tuple[Sequence[NoticeIntent], Ids] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._thread = threading.Thread(target=self._run, name="dondoc-notice-writer", daemon=True) if thread else None
 
     # -- the caller's side ----------------------------------------------------------------------
@@ -126,18 +128,20 @@ class NoticeWriter:
             self._thread.start()
         return self
 
-    def put(self, intents: Sequence[NoticeIntent]) -> None:
-        """Queue one chunk (best in key order: see engine/open_items.py)."""
+    def put(self, intents: Sequence[NoticeIntent], ids: Ids | None = None) -> None:
+        """Queue one chunk (best in key order: see engine/open_items.py); ``ids``: each instance's id
+        by (obligation, unit, period)."""
         if self._error is not None:
             raise self._error
         if not intents or not self._write_any:
             return
+        job = (intents, ids or {})
         if self._thread is None:
-            self._write(intents)
+            self._write(*job)
             return
         while True:   # never block forever on a writer that died
             try:
-                self._queue.put(intents, timeout=0.5)
+                self._queue.put(job, timeout=0.5)
                 return
             except queue.Full:
                 if self._error is not None or not self._thread.is_alive():
@@ -162,36 +166,38 @@ class NoticeWriter:
     # -- the writer's side ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            intents = self._queue.get()
-            if intents is None:
+            job = self._queue.get()
+            if job is None:
                 return
             if self._error is not None:
                 continue                # keep draining so the caller never blocks
             try:
-                self._write(intents)
+                self._write(*job)
             except BaseException as exc:   # handed to the caller, raised there
                 self._error = exc
 
-    def _write(self, intents: Sequence[NoticeIntent]) -> None:
-        self.created += self._write_sqlite(intents) if self._sqlite else self._write_pg(intents)
+    def _write(self, intents: Sequence[NoticeIntent], ids: Ids) -> None:
+        get = ids.get
+        rows = [(get((n.obligation, n.unit, n.period)), *n) for n in intents]
+        self.created += self._write_sqlite(rows) if self._sqlite else self._write_pg(rows)
 
-    def _write_sqlite(self, intents: Sequence[NoticeIntent]) -> int:
+    def _write_sqlite(self, rows: list[tuple[Any, ...]]) -> int:
         raw, tail = self._raw, (self._as_of, self._created_at)
         before = raw.total_changes
         start = 0
-        for take, size in _cut(len(intents), self._per_statement):
-            part = intents[start:start + take]
+        for take, size in _cut(len(rows), self._per_statement):
+            part = rows[start:start + take]
             padding = [part[-1]] * (size - take)
             raw.execute(_sqlite_insert(size), [*tail, *chain.from_iterable(part), *chain.from_iterable(padding)])
             start += take
         return raw.total_changes - before
 
-    def _write_pg(self, intents: Iterable[NoticeIntent]) -> int:
+    def _write_pg(self, rows: Iterable[tuple[Any, ...]]) -> int:
         with self._raw.cursor() as cur:
-            with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_FIELDS)}) FROM STDIN") as copy:
-                for n in intents:
-                    copy.write_row(n)
-            cur.execute(_INSERT + _select([f"x.{f}" for f in _FIELDS], "%s", "%s", f"{_PG_TEMP} AS x")
+            with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_COLUMNS[1:])}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+            cur.execute(_INSERT + _select([f"x.{c}" for c in _COLUMNS[1:]], "%s", "%s", f"{_PG_TEMP} AS x")
                         + " ORDER BY 1 ON CONFLICT (key) DO NOTHING", (self._as_of, self._created_at))
             created = cur.rowcount
             cur.execute(f"TRUNCATE {_PG_TEMP}")

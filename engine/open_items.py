@@ -33,15 +33,15 @@ from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
 
 _OPEN = "i.closed = 0 AND i.active = 1 AND i.chase_paused = 0 AND i.due <= ?"
-# One chunk: [[id, obligation, unit, period, due, [sent stage, …]], …] as JSON text, in
+# One chunk: [[id, obligation, unit, period, due, "stage,stage" or null], …] as JSON text, in
 # (obligation, unit, period) order — the partial index ix_instances_open_key holds exactly the open,
 # active instances in that order —, continued after the last triple read (a seek, no sort). In that
 # order the pass's notices come out in nearly the order of their keys, and inserting them in key
 # order costs half the CPU of inserting them at random places of the key's index.
 _CHUNK_SQL = (
-    "SELECT json_group_array(json_array(id, obligation, unit, period, due, json(sent))) FROM ("
+    "SELECT json_group_array(json_array(id, obligation, unit, period, due, sent)) FROM ("
     "SELECT i.id, i.obligation, i.unit, i.period, i.due, "
-    "(SELECT json_group_array(n.stage) FROM notices n WHERE n.instance_id = i.id) AS sent "
+    "(SELECT group_concat(n.stage, ',') FROM notices n WHERE n.instance_id = i.id) AS sent "
     f"FROM instances i INDEXED BY ix_instances_open_key WHERE {_OPEN} AND (i.obligation, i.unit, i.period) > (?, ?, ?) "
     "ORDER BY i.obligation, i.unit, i.period LIMIT ?)")
 Row = tuple[int, str, str, str, Any, Any]   # id, obligation, unit, period, due, sent stages
@@ -55,11 +55,13 @@ def lookahead(pack: RulePack, today: date) -> date:
 
 class OpenItemChunks:
     """Iterate over lists of OpenItems (``ids=True``: of ``(instance id, OpenItem)``); ``close()``
-    stops the reader early. The pass needs no ids: the notice writer finds them in the database."""
+    stops the reader early. ``ids`` of the last chunk: each instance's id by (obligation, unit,
+    period), for the notice writer."""
 
     def __init__(self, session: Session, pack: RulePack, today: date, size: int, *, ids: bool = False):
         self._size = size
         self._ids = ids
+        self.ids: dict[tuple[str, str, str], int] = {}
         self._policy_of = {oid: pack.policy_for(ob).id for oid, ob in pack.obligations.items()}
         self._supervisor_of = {uid: u.supervisor for uid, u in pack.units.items()}
         self._days: dict[str, date] = {}
@@ -114,6 +116,7 @@ class OpenItemChunks:
                                                      self._empty, self._ids)
         out: list[Any] = []
         append = out.append
+        self.ids = chunk_ids = {}
         for iid, ob_id, unit, period, due, sent in rows:
             policy = policy_of.get(ob_id)
             if policy is None or unit not in supervisor_of:
@@ -123,9 +126,11 @@ class OpenItemChunks:
                 if day is None:
                     day = days[due] = date.fromisoformat(due)
                 due = day
-            item = OpenItem(ob_id, unit, period, due, policy, "open", frozenset(sent) if sent else empty,
-                            supervisor_of[unit])
+            if sent:                          # SQLite: "stage,stage" (stage ids have no comma)
+                sent = frozenset(sent.split(",") if isinstance(sent, str) else sent)
+            item = OpenItem(ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit])
             append((iid, item) if ids else item)
+            chunk_ids[(ob_id, unit, period)] = iid
         return out
 
     # -- the reader thread ----------------------------------------------------------------------

@@ -205,7 +205,7 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
         for items in chunks:
             considered += len(items)
             found = ev.evaluate(items, today, pack.calendar)
-            writer.put(found)
+            writer.put(found, chunks.ids)
             intents.extend(found)
         if kpi:
             found = ev.evaluate(kpi, today, pack.calendar)
