@@ -350,11 +350,7 @@ class Pass:
         self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
         self.stopped = False
-        # Writes that must be durable before a message leaves (a link row made by render, an
-        # in-flight mark, the outcome of a connection's last message): committed by Feed.flush,
-        # which run_channel calls before every send (once for the connections ready together).
-        self.unsaved = False
-        self.staging = False         # inside Feed.begin/done: leave the commit to Feed.flush
+        self.unsaved_link = False    # a link row written by render, committed with the in-flight mark
 
     def stop(self, reason: str) -> None:
         self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
@@ -406,27 +402,19 @@ class Pass:
         ids = own_instance_ids(d.recipient, live) if maker is not None else []
         if not ids:
             return None
-        if self.unsaved:            # anything not yet committed (another digest's row, marks,
-            self.commit()           # outcomes) first: the rollback below only undoes this row
         try:
             url = maker(self.ses, d, d.recipient, ids, self.ctx.now)
         except Exception:           # noqa: BLE001 - the reminder matters more than its link
             log.exception("delivery %s: no link for %s", d.id, d.recipient)
             self.ses.rollback()
             return None
-        self.unsaved = self.unsaved or url is not None
+        self.unsaved_link = self.unsaved_link or url is not None
         return url
-
-    def commit(self) -> None:
-        self.ses.commit()
-        self.unsaved = False
 
     def in_flight(self, d: DeliveryRow, file_name: str | None = None) -> bool:
         """Durably note that this digest may reach the receiver from now on (see README), and the
         file it is written to (pickup folder), so a retry or a re-send after a crash rewrites it.
-        The digest's link row (``link``) is committed in the same transaction, and so is the outcome
-        of the message this connection sent before (``Feed.done``); inside ``Feed.begin``
-        (``staging``) by the ``Feed.flush`` that run_channel calls before the send."""
+        The digest's link row (``link``) is committed in the same transaction."""
         prev = d.maybe_sent
         values: dict[str, object] = {}
         if not prev:
@@ -435,16 +423,14 @@ class Pass:
             values["file_name"] = file_name
         if values:
             outbox._write(self.ses, d, values)
-            self.unsaved = True
-        if self.unsaved and not self.staging:
-            self.commit()
+        if values or self.unsaved_link:
+            self.ses.commit()
+            self.unsaved_link = False
         return prev
 
     def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None,
                prev_maybe: bool | None = None) -> None:
-        """The outcome, committed at once; inside ``Feed.done`` (``staging``) by the ``Feed.flush``
-        that run_channel calls before that connection sends anything else."""
-        commit = not self.staging
+        """The outcome, committed at once (before the connection sends anything else)."""
         extra: dict[str, object] = {}
         if subject:
             extra["subject"] = subject
@@ -454,8 +440,7 @@ class Pass:
         outbox.record(self.ses, d, outcome, self.ctx.now, max_attempts=s.max_attempts,
                       backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
                       notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
-                      pairs=self.pairs, extra=extra, commit=commit)
-        self.unsaved = not commit
+                      pairs=self.pairs, extra=extra)
         r = self.report
         if d.status == SENT:
             r.sent += 1
@@ -472,16 +457,13 @@ class Pass:
 
 class Feed:
     """The JobSource of one channel: digests in chunks of CHUNK, each rendered just before it is
-    needed (while the connection's previous message is with the server), marked in flight right
-    before it is sent (``begin``), its outcome recorded as soon as the channel reports it (``done``);
-    ``flush`` commits marks and outcomes, before the connection sends anything else."""
+    sent and marked in flight; every outcome recorded as soon as the channel reports it."""
 
     def __init__(self, p: Pass, deliveries: list[DeliveryRow]):
         self.p = p
         self.by_id = {d.id: d for d in deliveries}
         self._it = iter(deliveries)
         self._buf: deque[DeliveryRow] = deque()
-        self._unbegun: list[DeliveryRow] = []     # prepared, then never sent (stop, server down)
 
     def next_job(self) -> EmailJob | WebhookJob | None:
         p = self.p
@@ -497,37 +479,16 @@ class Feed:
             if isinstance(job, Outcome):
                 p.record(d, job)
                 continue
+            job.extra["prev_maybe"] = p.in_flight(d, getattr(job, "file_name", None))
             return job
         return None
 
-    def begin(self, job: EmailJob | WebhookJob) -> None:
-        """In flight from now on (committed by ``flush``, before the first command)."""
-        p = self.p
-        p.staging = True
-        try:
-            job.extra["prev_maybe"] = p.in_flight(self.by_id[job.delivery_id], getattr(job, "file_name", None))
-        finally:
-            p.staging = False
-
     def done(self, job: EmailJob | WebhookJob, outcome: Outcome) -> None:
-        p = self.p
-        p.staging = True
-        try:
-            p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
-        finally:
-            p.staging = False
-
-    def flush(self) -> None:
-        if self.p.unsaved:
-            self.p.commit()
-
-    def put_back(self, job: EmailJob | WebhookJob) -> None:
-        self._unbegun.append(self.by_id[job.delivery_id])
+        self.p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
 
     def defer_rest(self, reason: str) -> None:
-        for d in chain(self._unbegun, self._buf, self._it):
+        for d in chain(self._buf, self._it):
             self.p.record(d, Outcome.retry(reason))
-        self._unbegun.clear()
         self._buf.clear()
 
 
@@ -551,11 +512,7 @@ async def one_sender(p: Pass) -> None:
     if not p.stack.enter_context(sender_lock(eng)):
         p.stop("Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu")
         return
-    # One connection for the whole pass (the session commits on it, it is not handed back to the
-    # pool at every commit): a pass commits once per message, and each check-out costs a pool round
-    # (and on PostgreSQL a pre-ping query).
-    conn = p.stack.enter_context(eng.connect())
-    p.ses = p.stack.enter_context(Session(bind=conn, expire_on_commit=False))
+    p.ses = p.stack.enter_context(Session(eng, expire_on_commit=False))
 
 
 async def drop_moot(p: Pass) -> None:

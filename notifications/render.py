@@ -397,57 +397,6 @@ def _one_line(text: str, limit: int = 250) -> str:
     return text[:limit].rstrip()
 
 
-def _memo(fmt):
-    """A date filter remembered per value: a pass writes the same few dates thousands of times, and
-    ``strftime`` costs ~8 µs. (Anything unhashable is formatted, or refused, by ``fmt`` itself.)"""
-    cache: dict[object, str] = {}
-
-    def memo(value):
-        try:
-            return cache[value]
-        except KeyError:
-            out = cache[value] = fmt(value)
-            if len(cache) > 4096:
-                cache.clear()
-            return out
-        except TypeError:
-            return fmt(value)
-    memo.__name__ = memo.__qualname__ = getattr(fmt, "__name__", "memo")
-    memo.__doc__ = fmt.__doc__
-    return memo
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's immutable sandbox, its attribute decision remembered per (type, attribute name).
-
-    ``ImmutableSandboxedEnvironment.is_safe_attribute`` decides from the attribute's name and from
-    ``isinstance`` checks of the object (function, method, type, code, generator …; list, dict, set,
-    deque and their ABCs); the value is not looked at. The same (type, name) therefore always gets
-    the same answer, and a digest asks the same ~60 questions (a quarter of the rendering time).
-    The first answer for a pair is Jinja's own; objects whose ``__class__`` is not their type are
-    never remembered. The keys are attributes that exist on the template's objects, a bounded set;
-    the memo is cleared anyway if it ever grows past ``_MEMO_MAX``."""
-
-    _MEMO_MAX = 4096
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._safe: dict[tuple[type, str], bool] = {}
-
-    def is_safe_attribute(self, obj, attr: str, value) -> bool:
-        tp = type(obj)
-        key = (tp, attr)
-        found = self._safe.get(key)
-        if found is not None:
-            return found
-        verdict = super().is_safe_attribute(obj, attr, value)
-        if getattr(obj, "__class__", None) is tp and type(attr) is str:
-            if len(self._safe) >= self._MEMO_MAX:
-                self._safe.clear()
-            self._safe[key] = verdict
-        return verdict
-
-
 class Renderer:
     """A sandboxed Jinja2 environment over the override directory and the shipped templates.
 
@@ -459,17 +408,14 @@ class Renderer:
         self.override_dir = Path(override_dir) if override_dir else None
         loaders = [FileSystemLoader(str(self.override_dir))] if self.override_dir else []
         loaders.append(FileSystemLoader(str(SHIPPED_DIR)))
-        self.env = _Sandbox(
+        self.env = ImmutableSandboxedEnvironment(
             loader=ChoiceLoader(loaders),
             autoescape=select_autoescape(enabled_extensions=("html.j2", "htm.j2"), default_for_string=False,
                                          default=False),
             undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-            # Each template file is read once per Renderer (a delivery pass makes its own): an edit
-            # applies from the next pass, never halfway through one (and no stat() per message).
-            auto_reload=False,
         )
-        self.env.filters["ngay"] = _memo(ngay)
-        self.env.filters["ngay_so"] = _memo(ngay_so)
+        self.env.filters["ngay"] = ngay
+        self.env.filters["ngay_so"] = ngay_so
         self.env.globals["SECTION_TITLES"] = SECTION_TITLES
         self.env.globals["KPI_STATUS_VI"] = KPI_STATUS_VI
 

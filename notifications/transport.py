@@ -65,17 +65,7 @@ class EmailJob:
 
 
 class JobSource(Protocol):
-    """Hands out prepared jobs (rendered digests) one at a time and records each outcome.
-
-    ``run_channel`` calls, per connection: ``next_job()`` (the next job, rendered; None: nothing
-    left) → ``begin(job)`` (mark it "may reach the receiver from now on") → ``flush()`` → send →
-    ``done(job, outcome)`` (record the outcome) → ``begin`` of that connection's next job →
-    ``flush()`` … and ``flush()`` once more at the end. ``begin`` and ``done`` may leave their writes
-    uncommitted: ``flush`` commits them, and a connection sends nothing before the ``flush`` that
-    follows its last ``begin`` and ``done``. Connections whose replies arrive together share one
-    ``flush``. ``begin``, ``flush`` and ``put_back(job)`` (a job handed out but never begun: the run
-    stopped or the server went down; called before ``defer_rest``) are optional.
-    """
+    """Hands out prepared jobs (rendered digests) one at a time and records each outcome."""
 
     def next_job(self): ...
     def done(self, job, outcome: Outcome) -> None: ...
@@ -259,76 +249,25 @@ class WebhookChannel:
         return None
 
 
-def _nothing(*_args) -> None:
-    return None
-
-
-class _GroupFlush:
-    """``await flush()`` from several connections: one ``flush`` of the source for all of those that
-    ask within the same turn of the event loop (after each of them recorded its reply and marked its
-    next message), so replies that arrive together share one commit, i.e. one WAL flush."""
-
-    def __init__(self, flush: Callable[[], None]):
-        self.flush = flush
-        self.waiting: asyncio.Future[None] | None = None
-
-    async def __call__(self) -> None:
-        if self.waiting is None:
-            loop = asyncio.get_running_loop()
-            self.waiting = loop.create_future()
-            loop.call_soon(self._run)
-        await self.waiting
-
-    def _run(self) -> None:
-        fut, self.waiting = self.waiting, None
-        try:
-            self.flush()
-        except Exception as exc:          # every waiting connection stops without sending
-            fut.set_exception(exc)
-        else:
-            fut.set_result(None)
-
-
 async def run_channel(channel: Channel, source: JobSource, should_stop: Callable[[], bool] | None = None) -> None:
-    """Send everything ``source`` hands out on ``channel``: ``concurrency`` workers, each with one
-    connection. A worker marks its job in flight (``begin``), has that committed (``flush``), starts
-    sending it and, while the server works on it, has its next job prepared (rendered); when the
-    reply comes, the outcome is recorded (``done``), the next job marked, and both committed in one
-    ``flush`` before the connection sends anything else (shared with the other connections whose
-    replies came in the same turn of the event loop). So one commit per message at most, instead of
-    two, and the rendering of the next message overlaps the server's work on this one. A failure of
-    the whole server stops every worker; the rest (prepared jobs included) is deferred."""
+    """Send everything ``source`` hands out on ``channel``: ``concurrency`` workers, each taking a
+    job, sending it on its connection and handing the outcome back (recorded and committed) before
+    its next job. A failure of the whole server stops every worker; the rest is deferred."""
     should_stop = should_stop or (lambda: False)
-    begin = getattr(source, "begin", _nothing)
-    flush = getattr(source, "flush", _nothing)
-    put_back = getattr(source, "put_back", _nothing)
-    flushed = _GroupFlush(flush)
     down: list[str] = []
 
     async def worker() -> None:
         conn = channel.open()
-        job = None                                 # handed out, not begun
         try:
-            if not down and not should_stop():
+            while not down and not should_stop():
                 job = source.next_job()
-            while job is not None and not down and not should_stop():
-                current, job = job, None
-                begin(current)                     # in flight …
-                await flushed()                    # … committed, with this connection's last outcome:
-                sending = asyncio.ensure_future(conn.send(current))   # the exactly-once window ends
-                try:                                                   # there (README)
-                    await asyncio.sleep(0)         # the send starts (its first command is written) …
-                    if not down and not should_stop():
-                        job = source.next_job()    # … while the next message is rendered
-                finally:
-                    outcome = await sending
-                    source.done(current, outcome)  # committed by the next flush, before any command
+                if job is None:
+                    return
+                outcome = await conn.send(job)
+                source.done(job, outcome)          # the exactly-once window ends here (README)
                 if outcome.server_down:
                     down.append(outcome.reason or "máy chủ không nhận thư")
         finally:
-            flush()
-            if job is not None:
-                put_back(job)
             await conn.close()
 
     await asyncio.gather(*(worker() for _ in range(channel.concurrency)))
