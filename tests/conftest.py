@@ -151,7 +151,6 @@ EXPECTED_SECONDS: dict[str, float] = {
     "tests/test_web_browser.py": 5,
     "tests/test_rules_mutation.py": 5,
     "tests/test_pass_chunks.py": 8,
-    "tests/test_delivery_pipeline.py": 6,
 }
 
 
