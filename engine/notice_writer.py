@@ -96,9 +96,8 @@ class NoticeWriter:
     stops the writer (what it wrote stays uncommitted in the caller's transaction).
     """
 
-    def __init__(self, session: Session, as_of: date, now: datetime, *, thread: bool = True, write: bool = True):
+    def __init__(self, session: Session, as_of: date, now: datetime, *, write: bool = True):
         self.created = 0
-        self._write_any = write
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if not write:                   # a dry run: nothing is written, nothing is set up
@@ -120,7 +119,7 @@ class NoticeWriter:
                             f"SELECT {', '.join(_COLUMNS[1:])} FROM notices WITH NO DATA")
                 cur.execute(f"TRUNCATE {_PG_TEMP}")
         self._queue: queue.Queue[tuple[Sequence[NoticeIntent], Ids] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._thread = threading.Thread(target=self._run, name="dondoc-notice-writer", daemon=True) if thread else None
+        self._thread = threading.Thread(target=self._run, name="dondoc-notice-writer", daemon=True)
 
     # -- the caller's side ----------------------------------------------------------------------
     def __enter__(self) -> "NoticeWriter":
@@ -133,12 +132,9 @@ class NoticeWriter:
         by (obligation, unit, period)."""
         if self._error is not None:
             raise self._error
-        if not intents or not self._write_any:
+        if not intents or self._thread is None:   # nothing to write, or a dry run
             return
         job = (intents, ids or {})
-        if self._thread is None:
-            self._write(*job)
-            return
         while True:   # never block forever on a writer that died
             try:
                 self._queue.put(job, timeout=0.5)

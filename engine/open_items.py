@@ -54,13 +54,11 @@ def lookahead(pack: RulePack, today: date) -> date:
 
 
 class OpenItemChunks:
-    """Iterate over lists of OpenItems (``ids=True``: of ``(instance id, OpenItem)``); ``close()``
-    stops the reader early. ``ids`` of the last chunk: each instance's id by (obligation, unit,
-    period), for the notice writer."""
+    """Iterate over lists of OpenItems; ``close()`` stops the reader early. ``ids`` of the last
+    chunk: each instance's id by (obligation, unit, period), for the notice writer."""
 
-    def __init__(self, session: Session, pack: RulePack, today: date, size: int, *, ids: bool = False):
+    def __init__(self, session: Session, pack: RulePack, today: date, size: int):
         self._size = size
-        self._ids = ids
         self.ids: dict[tuple[str, str, str], int] = {}
         self._policy_of = {oid: pack.policy_for(ob).id for oid, ob in pack.obligations.items()}
         self._supervisor_of = {uid: u.supervisor for uid, u in pack.units.items()}
@@ -80,7 +78,7 @@ class OpenItemChunks:
             self._rows = _read_all(session, horizon)
 
     # -- the pass's side ------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[list[Any]]:
+    def __iter__(self) -> Iterator[list[OpenItem]]:
         if self._rows is not None:
             for start in range(0, len(self._rows), self._size):
                 yield self._items(self._rows[start:start + self._size])
@@ -111,10 +109,9 @@ class OpenItemChunks:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _items(self, rows: list[Any]) -> list[Any]:
-        policy_of, supervisor_of, days, empty, ids = (self._policy_of, self._supervisor_of, self._days,
-                                                     self._empty, self._ids)
-        out: list[Any] = []
+    def _items(self, rows: list[Any]) -> list[OpenItem]:
+        policy_of, supervisor_of, days, empty = self._policy_of, self._supervisor_of, self._days, self._empty
+        out: list[OpenItem] = []
         append = out.append
         self.ids = chunk_ids = {}
         for iid, ob_id, unit, period, due, sent in rows:
@@ -128,8 +125,7 @@ class OpenItemChunks:
                 due = day
             if sent:                          # SQLite: "stage,stage" (stage ids have no comma)
                 sent = frozenset(sent.split(",") if isinstance(sent, str) else sent)
-            item = OpenItem(ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit])
-            append((iid, item) if ids else item)
+            append(OpenItem(ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit]))
             chunk_ids[(ob_id, unit, period)] = iid
         return out
 
@@ -262,9 +258,8 @@ def load_open_items(session: Session, pack: RulePack, today: date,
     outbox, all at once; and each one's instance id by (obligation, unit, period)."""
     items: list[OpenItem] = []
     index: dict[tuple[str, str, str], int] = {}
-    with OpenItemChunks(session, pack, today, 10_000, ids=True) as chunks:
+    with OpenItemChunks(session, pack, today, 10_000) as chunks:
         for chunk in chunks:
-            for iid, item in chunk:
-                items.append(item)
-                index[(item.obligation, item.unit, item.period)] = iid
+            items.extend(chunk)
+            index.update(chunks.ids)
     return items, index

@@ -201,7 +201,7 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
     # engine/notice_writer.py). The evaluator keeps nothing between calls, so the notices are the
     # same as one call over everything (tests/test_pipeline.py). KPI items come last.
     with OpenItemChunks(session, pack, today, PASS_CHUNK) as chunks, \
-            NoticeWriter(session, today, now, thread=not dry_run, write=not dry_run) as writer:
+            NoticeWriter(session, today, now, write=not dry_run) as writer:
         for items in chunks:
             considered += len(items)
             found = ev.evaluate(items, today, pack.calendar)
