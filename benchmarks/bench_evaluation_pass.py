@@ -115,7 +115,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
             url = pg.url(f"run_{n}_{r}")
         eng = get_engine(url)
         with Session(eng) as s:
-            items, _ = load_open_items(s, pack, AS_OF)
+            items = load_open_items(s, pack, AS_OF)
         t0 = time.perf_counter()
         evaluator.evaluate(items, AS_OF, pack.calendar)
         durable.append(time.perf_counter() - t0)

@@ -16,9 +16,15 @@ How, so that the inserting really runs outside the GIL:
 * **PostgreSQL**: ``COPY`` of the chunk into a temporary table, then one ``INSERT … SELECT … ON
   CONFLICT (key) DO NOTHING``; the server does the work in its own process.
 
-The writer uses the pass's own connection, inside the pass's transaction, so nothing changes for
-"nothing twice": the unique key decides, and the caller commits (or not) as before. While the writer
-runs, the thread that started it must not use the session (``evaluate`` only evaluates meanwhile).
+On SQLite the writer has a connection of its own, in one transaction it commits when the pass
+ends without error and rolls back otherwise: "nothing twice" is still the unique key's, and a
+failed pass still leaves nothing. Its own, because that connection can leave foreign keys
+unchecked: each notice's instance id is looked up by the same statement that inserts it, so it
+exists by construction, and checking it again cost 30 % of the writing. When the session has
+writes of its own not yet committed (another connection would wait for its lock for ever), or the
+database is in memory, the writer uses the session's connection and the caller commits, as on
+PostgreSQL. While the writer runs, the thread that started it must not use the session's
+connection (``evaluate`` only evaluates meanwhile).
 """
 
 from __future__ import annotations
@@ -33,17 +39,19 @@ from typing import Any, Iterable, Sequence
 
 from sqlmodel import Session
 
-from engine.evaluation import NoticeIntent
-from engine.state import NoticeRow
+from engine.evaluation import NoticeIntent, OpenItem
+from engine.state import InstanceRow, NoticeRow
 
 # Chunks in flight at once: bounds the memory of a 1,000,000-instance pass.
 _QUEUE_DEPTH = 4
-# A row: the instance's id (none for KPI items and the secretariat's summary), then NoticeIntent's
-# fields in order. The database makes the key exactly as NoticeIntent.key does, in C, outside the GIL.
+# A row is a NoticeIntent as it is (its fields in order). The database makes the key exactly as
+# NoticeIntent.key does and finds the instance's id by (obligation, unit, period) through the
+# unique index, in C, outside the GIL: the evaluating thread waits for every bit of Python work done
+# here, and looking the id up in SQL costs less than building a row tuple per notice in Python.
 _FIELDS = ("obligation", "unit", "period", "stage", "recipient", "kind", "wd_before", "wd_late")
 _COLUMNS = ("key", "instance_id", *_FIELDS)
 _INSERT = f"INSERT INTO notices ({', '.join(_COLUMNS)}, as_of, created_at, status, attempts) "
-_PER_ROW = 1 + len(_FIELDS)
+_PER_ROW = len(_FIELDS)
 # Rows per statement: a power of two from 16 to 4,096, so each size is prepared once per connection
 # and then reused (a statement of a new size costs ~10 ms per 1,000 rows to prepare). A chunk is one
 # statement when it fits, its last rows repeated up to the size: a repeated key is ignored by
@@ -53,19 +61,36 @@ _MIN_ROWS, _MAX_ROWS = 16, 4096
 _PG_TEMP = "dondoc_notices_in"
 
 
-def _select(v: Sequence[str], as_of: str, created_at: str, source: str) -> str:
-    """The rows to insert from ``source``, whose columns ``v`` are the instance id and the fields."""
-    key = " || '|' || ".join(v[1:6])
-    return f"SELECT {key}, {', '.join(v)}, {as_of}, {created_at}, 'pending', 0 FROM {source}"
+def _select(v: Sequence[str], as_of: str, created_at: str, source: str, instance: str) -> str:
+    """The rows to insert from ``source``, whose columns ``v`` are NoticeIntent's fields;
+    ``instance``: the SQL for the instance's id."""
+    key = " || '|' || ".join(v[:5])
+    return f"SELECT {key}, {instance}, {', '.join(v)}, {as_of}, {created_at}, 'pending', 0 FROM {source}"
 
 
-@lru_cache(maxsize=16)
-def _sqlite_insert(rows: int) -> str:
+def _instance_of(v: Sequence[str]) -> str:
+    return (f"(SELECT i.id FROM instances i WHERE i.obligation = {v[0]} AND i.unit = {v[1]} "
+            f"AND i.period = {v[2]})")
+
+
+@lru_cache(maxsize=32)
+def _sqlite_insert(rows: int, link: bool) -> str:
     """``INSERT OR IGNORE … SELECT … FROM (VALUES (…), …)`` for ``rows`` rows: one statement, one step.
-    Parameters: as_of, created_at (first in the text), then each row's values."""
+    Parameters: as_of, created_at (first in the text), then each row's values. ``link``: look the instance up (not
+    for KPI items and the secretariat's summary, which have none)."""
     values = ",".join(["(" + ",".join("?" * _PER_ROW) + ")"] * rows)
     v = [f"v.column{k + 1}" for k in range(_PER_ROW)]
-    return "INSERT OR IGNORE" + _INSERT[6:] + _select(v, "?", "?", f"(VALUES {values}) AS v")
+    return ("INSERT OR IGNORE" + _INSERT[6:]
+            + _select(v, "?", "?", f"(VALUES {values}) AS v", _instance_of(v) if link else "NULL"))
+
+
+@lru_cache(maxsize=32)
+def _sqlite_mark(rows: int) -> str:
+    """Mark ``rows`` instances exhausted by (obligation, unit, period); parameters: the marker, the
+    day, then each instance's triple."""
+    values = ",".join(["(?,?,?)"] * rows)
+    return ("UPDATE instances SET exhausted_rules = ?, exhausted_on = ? "
+            f"WHERE (obligation, unit, period) IN (VALUES {values})")
 
 
 def _cut(n: int, limit: int) -> list[tuple[int, int]]:
@@ -79,7 +104,27 @@ def _cut(n: int, limit: int) -> list[tuple[int, int]]:
     return out
 
 
-Ids = dict[tuple[str, str, str], int]
+def _own_connection(session_raw: sqlite3.Connection) -> sqlite3.Connection | None:
+    """A connection of the writer's own to the session's database file, in a transaction, with the
+    session's lock timeout and durability; foreign keys unchecked (see the module's docstring).
+    None when the session has uncommitted writes or the database is not a file."""
+    if session_raw.in_transaction:
+        return None
+    files = [f for _, name, f in session_raw.execute("PRAGMA database_list").fetchall() if name == "main"]
+    if not files or not files[0]:
+        return None
+    (busy,) = session_raw.execute("PRAGMA busy_timeout").fetchone()
+    (synchronous,) = session_raw.execute("PRAGMA synchronous").fetchone()
+    con = sqlite3.connect(files[0], isolation_level=None, check_same_thread=False)
+    try:
+        con.execute(f"PRAGMA busy_timeout={int(busy)}")
+        con.execute(f"PRAGMA synchronous={int(synchronous)}")
+        con.execute("PRAGMA foreign_keys=OFF")
+        con.execute("BEGIN")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _bind(column: Any, value: Any, dialect: Any) -> Any:
@@ -88,37 +133,49 @@ def _bind(column: Any, value: Any, dialect: Any) -> Any:
     return proc(value) if proc else value
 
 
+Job = tuple[Sequence[NoticeIntent], bool, Sequence[OpenItem]]
+
+
 class NoticeWriter:
     """Insert-or-ignore notices by key, chunk by chunk, on a thread; ``created`` counts new rows.
 
     Use as a context manager: ``put`` each chunk, leave the block to wait for the last one. An error
     in the writer is raised in the caller at the next ``put`` or at the end; an error in the caller
-    stops the writer (what it wrote stays uncommitted in the caller's transaction).
+    stops the writer (what it wrote stays uncommitted in the caller's transaction). ``marker``: the
+    exhaustion marker written on the instances ``put`` reports exhausted (none: nothing marked).
     """
 
-    def __init__(self, session: Session, as_of: date, now: datetime, *, write: bool = True):
+    def __init__(self, session: Session, as_of: date, now: datetime, *, write: bool = True,
+                 marker: str | None = None):
         self.created = 0
+        self.marked = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._own: sqlite3.Connection | None = None
         if not write:                   # a dry run: nothing is written, nothing is set up
             return
         dialect = session.get_bind().dialect
         self._sqlite = dialect.name == "sqlite"
         table = NoticeRow.__table__
         self._raw = session.connection().connection.driver_connection
+        self._marker = marker
         if self._sqlite:
+            self._own = _own_connection(self._raw)
+            self._raw = self._own or self._raw
             self._as_of = _bind(table.c.as_of, as_of, dialect)
             self._created_at = _bind(table.c.created_at, now, dialect)
+            self._day = _bind(InstanceRow.__table__.c.exhausted_on, as_of, dialect)
             limit = (self._raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
                      if hasattr(self._raw, "getlimit") else 999)   # Python 3.11+; 999 before SQLite 3.32
             self._per_statement = max(1, (limit - 2) // _PER_ROW)
+            self._marks_per_statement = max(1, (limit - 2) // 3)
         else:
-            self._as_of, self._created_at = as_of, now
+            self._as_of, self._created_at, self._day = as_of, now, as_of
             with self._raw.cursor() as cur:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_PG_TEMP} ON COMMIT DELETE ROWS AS "
-                            f"SELECT {', '.join(_COLUMNS[1:])} FROM notices WITH NO DATA")
+                            f"SELECT {', '.join(_FIELDS)} FROM notices WITH NO DATA")
                 cur.execute(f"TRUNCATE {_PG_TEMP}")
-        self._queue: queue.Queue[tuple[Sequence[NoticeIntent], Ids] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
         self._thread = threading.Thread(target=self._run, name="dondoc-notice-writer", daemon=True)
 
     # -- the caller's side ----------------------------------------------------------------------
@@ -127,14 +184,15 @@ class NoticeWriter:
             self._thread.start()
         return self
 
-    def put(self, intents: Sequence[NoticeIntent], ids: Ids | None = None) -> None:
-        """Queue one chunk (best in key order: see engine/open_items.py); ``ids``: each instance's id
-        by (obligation, unit, period)."""
+    def put(self, intents: Sequence[NoticeIntent], *, link: bool = True,
+            exhausted: Sequence[OpenItem] = ()) -> None:
+        """Queue one chunk (best in key order: see engine/open_items.py). ``link``: the notices are
+        of instances (found by (obligation, unit, period)); ``exhausted``: instances to mark."""
         if self._error is not None:
             raise self._error
-        if not intents or self._thread is None:   # nothing to write, or a dry run
-            return
-        job = (intents, ids or {})
+        if self._thread is None or not (intents or (exhausted and self._marker)):
+            return                      # a dry run, or nothing to write
+        job = (intents, link, exhausted if self._marker else ())
         while True:   # never block forever on a writer that died
             try:
                 self._queue.put(job, timeout=0.5)
@@ -149,6 +207,15 @@ class NoticeWriter:
                 self._drain()           # stop early: the caller failed, the transaction is abandoned
             self._queue.put(None)
             self._thread.join()
+        own, self._own = self._own, None
+        if own is not None:             # the writer's own transaction: all of it, or nothing
+            try:
+                if exc is None and self._error is None:
+                    own.execute("COMMIT")
+                else:
+                    own.execute("ROLLBACK")
+            finally:
+                own.close()
         if exc is None and self._error is not None:
             raise self._error
 
@@ -172,29 +239,60 @@ class NoticeWriter:
             except BaseException as exc:   # handed to the caller, raised there
                 self._error = exc
 
-    def _write(self, intents: Sequence[NoticeIntent], ids: Ids) -> None:
-        get = ids.get
-        rows = [(get((n.obligation, n.unit, n.period)), *n) for n in intents]
-        self.created += self._write_sqlite(rows) if self._sqlite else self._write_pg(rows)
+    def _write(self, intents: Sequence[NoticeIntent], link: bool, exhausted: Sequence[OpenItem]) -> None:
+        if self._sqlite:
+            if intents:
+                self.created += self._write_sqlite(intents, link)
+            if exhausted:
+                self.marked += self._mark_sqlite(exhausted)
+        else:
+            if intents:
+                self.created += self._write_pg(intents, link)
+            if exhausted:
+                self.marked += self._mark_pg(exhausted)
 
-    def _write_sqlite(self, rows: list[tuple[Any, ...]]) -> int:
+    def _write_sqlite(self, rows: Sequence[NoticeIntent], link: bool) -> int:
         raw, tail = self._raw, (self._as_of, self._created_at)
         before = raw.total_changes
         start = 0
         for take, size in _cut(len(rows), self._per_statement):
             part = rows[start:start + take]
             padding = [part[-1]] * (size - take)
-            raw.execute(_sqlite_insert(size), [*tail, *chain.from_iterable(part), *chain.from_iterable(padding)])
+            raw.execute(_sqlite_insert(size, link), [*tail, *chain.from_iterable(part), *chain.from_iterable(padding)])
             start += take
         return raw.total_changes - before
 
-    def _write_pg(self, rows: Iterable[tuple[Any, ...]]) -> int:
+    def _mark_sqlite(self, items: Sequence[OpenItem]) -> int:
+        raw, head = self._raw, (self._marker, self._day)
+        before = raw.total_changes
+        start = 0
+        for take, size in _cut(len(items), self._marks_per_statement):
+            part = items[start:start + take]
+            padding = [part[-1]] * (size - take)
+            raw.execute(_sqlite_mark(size), [*head, *chain.from_iterable(it[:3] for it in part),
+                                             *chain.from_iterable(it[:3] for it in padding)])
+            start += take
+        return raw.total_changes - before
+
+    def _write_pg(self, rows: Iterable[NoticeIntent], link: bool) -> int:
+        x = [f"x.{c}" for c in _FIELDS]
+        instance = ("(SELECT i.id FROM instances i WHERE (i.obligation, i.unit, i.period) = (x.obligation, x.unit, x.period))"
+                    if link else "NULL")
         with self._raw.cursor() as cur:
-            with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_COLUMNS[1:])}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_FIELDS)}) FROM STDIN") as copy:
                 for r in rows:
                     copy.write_row(r)
-            cur.execute(_INSERT + _select([f"x.{c}" for c in _COLUMNS[1:]], "%s", "%s", f"{_PG_TEMP} AS x")
+            cur.execute(_INSERT + _select(x, "%s", "%s", f"{_PG_TEMP} AS x", instance)
                         + " ORDER BY 1 ON CONFLICT (key) DO NOTHING", (self._as_of, self._created_at))
             created = cur.rowcount
             cur.execute(f"TRUNCATE {_PG_TEMP}")
         return created
+
+    def _mark_pg(self, items: Sequence[OpenItem]) -> int:
+        with self._raw.cursor() as cur:
+            cur.execute("UPDATE instances i SET exhausted_rules = %s, exhausted_on = %s "
+                        "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(o, u, p) "
+                        "WHERE (i.obligation, i.unit, i.period) = (v.o, v.u, v.p)",
+                        (self._marker, self._day, [it.obligation for it in items], [it.unit for it in items],
+                         [it.period for it in items]))
+            return cur.rowcount

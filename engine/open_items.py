@@ -9,6 +9,13 @@ for every row and wait behind the evaluating thread each time (engine/notice_wri
 same "convoy" for writing). On PostgreSQL a page is one query on a pooled connection (the wait for
 the server releases the GIL).
 
+An open instance whose policy has nothing left to send (the late track's last stage and the
+escalation are in the outbox: a report never submitted, after its last reminder) is marked by the
+pass with the rules' exhaustion marker and the day (engine/notice_writer.py writes the mark). Later
+passes under the same rules, on or after that day, do not read it, so the open backlog of reports
+that will never come does not slow every pass for ever; new rules or calendar (a new marker) or an
+earlier day read it again.
+
 When another connection could not see what the session sees — an in-memory SQLite, or writes of
 this session not yet committed — everything is read at once on the session's own connection before
 the pass begins, and cut into the same chunks.
@@ -23,8 +30,9 @@ import threading
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
+from sqlalchemy import or_ as sa_or
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
@@ -33,18 +41,27 @@ from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
 
 _OPEN = "i.closed = 0 AND i.active = 1 AND i.chase_paused = 0 AND i.due <= ?"
-# One chunk: [[id, obligation, unit, period, due, "stage,stage" or null], …] as JSON text, in
-# (obligation, unit, period) order — the partial index ix_instances_open_key holds exactly the open,
-# active instances in that order —, continued after the last triple read (a seek, no sort). In that
-# order the pass's notices come out in nearly the order of their keys, and inserting them in key
-# order costs half the CPU of inserting them at random places of the key's index.
+# Instances marked exhausted under these rules, on or before today, are not read (see the module's
+# docstring and engine/evaluation.py, DurableEvaluator.events).
+_LIVE = "(i.exhausted_rules IS NULL OR i.exhausted_rules <> ? OR i.exhausted_on > ?)"
+# One chunk as one JSON text, flat: [obligation, unit, period, due, "stage,stage" or null, obligation,
+# …], five values per instance, in (obligation, unit, period) order — the partial index
+# ix_instances_open_key holds exactly the open, active instances in that order —, continued after
+# the last triple read (a seek, no sort). Flat, because decoding a list per row costs five times
+# as much Python time as decoding their values (and Python time is what the evaluating thread
+# waits for: the GIL). In key order the pass's notices come out in nearly the order of their
+# keys, and inserting them in key order costs half the CPU of inserting them at random places.
 _CHUNK_SQL = (
-    "SELECT json_group_array(json_array(id, obligation, unit, period, due, sent)) FROM ("
-    "SELECT i.id, i.obligation, i.unit, i.period, i.due, "
-    "(SELECT group_concat(n.stage, ',') FROM notices n WHERE n.instance_id = i.id) AS sent "
-    f"FROM instances i INDEXED BY ix_instances_open_key WHERE {_OPEN} AND (i.obligation, i.unit, i.period) > (?, ?, ?) "
-    "ORDER BY i.obligation, i.unit, i.period LIMIT ?)")
-Row = tuple[int, str, str, str, Any, Any]   # id, obligation, unit, period, due, sent stages
+    "SELECT '[' || group_concat(substr(j, 2, length(j) - 2), ',') || ']' FROM ("
+    "SELECT json_array(i.obligation, i.unit, i.period, i.due, "
+    "(SELECT group_concat(n.stage, ',') FROM notices n WHERE n.instance_id = i.id)) AS j "
+    f"FROM instances i INDEXED BY ix_instances_open_key WHERE {_OPEN} AND {_LIVE} "
+    "AND (i.obligation, i.unit, i.period) > (?, ?, ?) ORDER BY i.obligation, i.unit, i.period LIMIT ?)")
+_WIDTH = 5
+Row = tuple[str, str, str, Any, Any]   # obligation, unit, period, due, sent stages
+# What the reader hands over per chunk: a flat list (SQLite) or rows (PostgreSQL, the session).
+Chunk = tuple[bool, list[Any]]
+NEVER = "-"         # an exhaustion marker no instance carries (markers are hex digests)
 
 
 def lookahead(pack: RulePack, today: date) -> date:
@@ -54,34 +71,37 @@ def lookahead(pack: RulePack, today: date) -> date:
 
 
 class OpenItemChunks:
-    """Iterate over lists of OpenItems; ``close()`` stops the reader early. ``ids`` of the last
-    chunk: each instance's id by (obligation, unit, period), for the notice writer."""
+    """Iterate over lists of OpenItems; ``close()`` stops the reader early.
 
-    def __init__(self, session: Session, pack: RulePack, today: date, size: int):
+    ``marker``: the exhaustion marker of the rules in force (engine/pipeline.exhaustion_marker);
+    instances marked with it on or before ``today`` cannot produce a notice and are not read.
+    """
+
+    def __init__(self, session: Session, pack: RulePack, today: date, size: int, marker: str | None = None):
         self._size = size
-        self.ids: dict[tuple[str, str, str], int] = {}
         self._policy_of = {oid: pack.policy_for(ob).id for oid, ob in pack.obligations.items()}
         self._supervisor_of = {uid: u.supervisor for uid, u in pack.units.items()}
         self._days: dict[str, date] = {}
         self._empty: frozenset[str] = frozenset()
         horizon = lookahead(pack, today)
+        live = (marker or NEVER, today)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         pages = _pages(session)
         if pages is not None:
             self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
-            self._thread = threading.Thread(target=self._read, args=(pages, horizon),
+            self._thread = threading.Thread(target=self._read, args=(pages, horizon, live),
                                             name="dondoc-open-items", daemon=True)
             self._thread.start()
             self._rows: list[Row] | None = None
         else:
-            self._rows = _read_all(session, horizon)
+            self._rows = _read_all(session, horizon, live)
 
     # -- the pass's side ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[list[OpenItem]]:
         if self._rows is not None:
             for start in range(0, len(self._rows), self._size):
-                yield self._items(self._rows[start:start + self._size])
+                yield self._items((False, self._rows[start:start + self._size]))
             return
         while True:
             kind, value = self._queue.get()
@@ -109,12 +129,17 @@ class OpenItemChunks:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _items(self, rows: list[Any]) -> list[OpenItem]:
+    def _items(self, chunk: Chunk) -> list[OpenItem]:
+        flat, values = chunk
         policy_of, supervisor_of, days, empty = self._policy_of, self._supervisor_of, self._days, self._empty
         out: list[OpenItem] = []
         append = out.append
-        self.ids = chunk_ids = {}
-        for iid, ob_id, unit, period, due, sent in rows:
+        if flat:
+            it = iter(values)
+            rows: Iterable[Any] = zip(it, it, it, it, it)
+        else:
+            rows = values
+        for ob_id, unit, period, due, sent in rows:
             policy = policy_of.get(ob_id)
             if policy is None or unit not in supervisor_of:
                 continue
@@ -126,21 +151,21 @@ class OpenItemChunks:
             if sent:                          # SQLite: "stage,stage" (stage ids have no comma)
                 sent = frozenset(sent.split(",") if isinstance(sent, str) else sent)
             append(OpenItem(ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit]))
-            chunk_ids[(ob_id, unit, period)] = iid
         return out
 
     # -- the reader thread ----------------------------------------------------------------------
-    def _read(self, pages: "Pages", horizon: date) -> None:
+    def _read(self, pages: "Pages", horizon: date, live: tuple[str, date]) -> None:
         try:
             with pages() as page:             # one snapshot for every chunk
                 last: tuple[str, str, str] = ("", "", "")
                 while not self._stop.is_set():
-                    rows = page(horizon, last, self._size)
-                    if not rows:
+                    chunk = page(horizon, live, last, self._size)
+                    flat, values = chunk
+                    if not values:
                         break
-                    if not self._put(("rows", rows)):
+                    if not self._put(("rows", chunk)):
                         return
-                    last = (rows[-1][1], rows[-1][2], rows[-1][3])
+                    last = tuple(values[-_WIDTH:-2]) if flat else tuple(values[-1][:3])  # type: ignore[assignment]
             self._put(("end", None))
         except BaseException as exc:          # handed to the pass and raised there
             self._put(("error", exc))
@@ -155,7 +180,7 @@ class OpenItemChunks:
         return False
 
 
-Page = Callable[[date, tuple[str, str, str], int], list[Any]]
+Page = Callable[[date, tuple[str, date], tuple[str, str, str], int], Chunk]
 Pages = Callable[[], ContextManager[Page]]
 
 
@@ -188,9 +213,10 @@ def _sqlite_pages(path: str) -> Iterator[Page]:
         con.execute("PRAGMA busy_timeout=30000")
         con.execute("BEGIN")
 
-        def page(horizon: date, after: tuple[str, str, str], size: int) -> list[Any]:
-            (text,) = con.execute(_CHUNK_SQL, (horizon.isoformat(), *after, size)).fetchone()
-            return json.loads(text)
+        def page(horizon: date, live: tuple[str, date], after: tuple[str, str, str], size: int) -> Chunk:
+            (text,) = con.execute(_CHUNK_SQL, (horizon.isoformat(), live[0], live[1].isoformat(),
+                                               *after, size)).fetchone()
+            return True, json.loads(text) if text else []
 
         yield page
         con.execute("COMMIT")
@@ -198,10 +224,12 @@ def _sqlite_pages(path: str) -> Iterator[Page]:
         con.close()
 
 
+_PG_OPEN = "i.closed = false AND i.active = true AND i.chase_paused = false AND i.due <= %s"
+_PG_LIVE = "(i.exhausted_rules IS NULL OR i.exhausted_rules <> %s OR i.exhausted_on > %s)"
 _PG_PAGE = (
-    "SELECT i.id, i.obligation, i.unit, i.period, i.due, "
+    "SELECT i.obligation, i.unit, i.period, i.due, "
     "(SELECT array_agg(n.stage) FROM notices n WHERE n.instance_id = i.id) FROM instances i "
-    "WHERE i.closed = false AND i.active = true AND i.chase_paused = false AND i.due <= %s "
+    f"WHERE {_PG_OPEN} AND {_PG_LIVE} "
     "AND (i.obligation, i.unit, i.period) > (%s, %s, %s) ORDER BY i.obligation, i.unit, i.period LIMIT %s")
 
 
@@ -215,8 +243,8 @@ def _pg_pages(engine: Any) -> Iterator[Page]:
         with con.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
-            def page(horizon: date, after: tuple[str, str, str], size: int) -> list[Any]:
-                return cur.execute(_PG_PAGE, (horizon, *after, size)).fetchall()
+            def page(horizon: date, live: tuple[str, date], after: tuple[str, str, str], size: int) -> Chunk:
+                return False, cur.execute(_PG_PAGE, (horizon, *live, *after, size)).fetchall()
 
             yield page
         con.rollback()
@@ -224,42 +252,38 @@ def _pg_pages(engine: Any) -> Iterator[Page]:
         pooled.close()
 
 
-_PG_OPEN = "i.closed = false AND i.active = true AND i.chase_paused = false AND i.due <= %s"
-_PG_ROWS = (f"SELECT i.id, i.obligation, i.unit, i.period, i.due FROM instances i WHERE {_PG_OPEN} "
+_PG_ROWS = (f"SELECT i.id, i.obligation, i.unit, i.period, i.due FROM instances i WHERE {_PG_OPEN} AND {_PG_LIVE} "
             "ORDER BY i.obligation, i.unit, i.period")
-_PG_SENT = f"SELECT n.instance_id, n.stage FROM notices n JOIN instances i ON i.id = n.instance_id WHERE {_PG_OPEN}"
+_PG_SENT = (f"SELECT n.instance_id, n.stage FROM notices n JOIN instances i ON i.id = n.instance_id "
+            f"WHERE {_PG_OPEN} AND {_PG_LIVE}")
 
 
-def _read_all(session: Session, horizon: date) -> list[Row]:
+def _read_all(session: Session, horizon: date, live: tuple[str, date]) -> list[Row]:
     """Everything at once on the session's connection (PostgreSQL, in-memory SQLite, pending writes)."""
     if session.get_bind().dialect.name == "postgresql":   # the driver's rows: a third of the ORM's cost
         with session.connection().connection.driver_connection.cursor() as cur:
             pg_sent: dict[int, list[str]] = {}
-            for iid, stage in cur.execute(_PG_SENT, (horizon,)).fetchall():
+            for iid, stage in cur.execute(_PG_SENT, (horizon, *live)).fetchall():
                 pg_sent.setdefault(iid, []).append(stage)
-            return [(*r, pg_sent.get(r[0])) for r in cur.execute(_PG_ROWS, (horizon,)).fetchall()]
-    rows = session.execute(
-        sa_select(InstanceRow.id, InstanceRow.obligation, InstanceRow.unit, InstanceRow.period, InstanceRow.due)
-        .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
-               InstanceRow.due <= horizon).order_by(InstanceRow.obligation, InstanceRow.unit, InstanceRow.period)
-    ).all()
+            return [(ob, unit, period, due, pg_sent.get(iid))
+                    for iid, ob, unit, period, due in cur.execute(_PG_ROWS, (horizon, *live)).fetchall()]
+    I = InstanceRow
+    where = (I.active == True, I.closed == False, I.chase_paused == False, I.due <= horizon,  # noqa: E712
+             sa_or(I.exhausted_rules.is_(None), I.exhausted_rules != live[0], I.exhausted_on > live[1]))
+    rows = session.execute(sa_select(I.id, I.obligation, I.unit, I.period, I.due).where(*where)
+                           .order_by(I.obligation, I.unit, I.period)).all()
     sent: dict[int, list[str]] = {}
-    for iid, stage in session.execute(
-            sa_select(NoticeRow.instance_id, NoticeRow.stage).join(InstanceRow, InstanceRow.id == NoticeRow.instance_id)
-            .where(InstanceRow.active == True, InstanceRow.closed == False, InstanceRow.chase_paused == False,  # noqa: E712
-                   InstanceRow.due <= horizon)).all():
+    for iid, stage in session.execute(sa_select(NoticeRow.instance_id, NoticeRow.stage)
+                                      .join(I, I.id == NoticeRow.instance_id).where(*where)).all():
         sent.setdefault(iid, []).append(stage)
-    return [(iid, ob, unit, period, due, sent.get(iid)) for iid, ob, unit, period, due in rows]
+    return [(ob, unit, period, due, sent.get(iid)) for iid, ob, unit, period, due in rows]
 
 
-def load_open_items(session: Session, pack: RulePack, today: date,
-                    ) -> tuple[list[OpenItem], dict[tuple[str, str, str], int]]:
+def load_open_items(session: Session, pack: RulePack, today: date, marker: str | None = None) -> list[OpenItem]:
     """Open, active instances that could trigger a stage today, with the stages already in the
-    outbox, all at once; and each one's instance id by (obligation, unit, period)."""
+    outbox, all at once (``marker``: as for OpenItemChunks)."""
     items: list[OpenItem] = []
-    index: dict[tuple[str, str, str], int] = {}
-    with OpenItemChunks(session, pack, today, 10_000) as chunks:
+    with OpenItemChunks(session, pack, today, 10_000, marker) as chunks:
         for chunk in chunks:
             items.extend(chunk)
-            index.update(chunks.ids)
-    return items, index
+    return items

@@ -24,6 +24,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
 from engine.errors import RulePackInvalid
+from engine.gcpause import gc_paused
 from engine.kpi.subject import KPI_PREFIX, KpiSubject, encode
 from engine.notice_writer import NoticeWriter
 from engine.open_items import OpenItemChunks, load_open_items, lookahead  # noqa: F401  (re-exported)
@@ -70,6 +71,18 @@ def policies_version(pack: RulePack) -> str:
     for pid in sorted(policies):
         h.update(policies[pid].model_dump_json().encode())
     return h.hexdigest()[:16]
+
+
+def exhaustion_marker(pack: RulePack) -> str | None:
+    """What an exhausted instance is marked with: changes with the policies (the built-in KPI one
+    included), the pack and calendar files, and the calendar's overrides as loaded, so any change
+    that could give an exhausted instance something to send again makes the pass read it again.
+    None for a pack without a content version (built in code): then nothing is marked."""
+    if not pack.version:
+        return None
+    h = hashlib.sha256(f"{pack.version}|{policies_version(pack)}|".encode())
+    h.update(pack.calendar.overrides.model_dump_json().encode())
+    return h.hexdigest()[:32]
 
 
 def evaluator_for(pack: RulePack) -> DurableEvaluator:
@@ -200,18 +213,24 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
     # previous chunk's notices while this one is evaluated (engine/open_items.py,
     # engine/notice_writer.py). The evaluator keeps nothing between calls, so the notices are the
     # same as one call over everything (tests/test_pipeline.py). KPI items come last.
-    with OpenItemChunks(session, pack, today, PASS_CHUNK) as chunks, \
-            NoticeWriter(session, today, now, write=not dry_run) as writer:
+    # Instances with nothing left to send are marked and not read again under the same rules
+    # (engine/open_items.py): the backlog of reports never submitted does not slow every pass.
+    # The cyclic garbage collector waits meanwhile: items and intents form no cycles, and its walks
+    # over them would cost a fifth of the pass (engine/gcpause.py).
+    marker = exhaustion_marker(pack)
+    with gc_paused(), OpenItemChunks(session, pack, today, PASS_CHUNK, marker) as chunks, \
+            NoticeWriter(session, today, now, write=not dry_run, marker=marker) as writer:
         for items in chunks:
             considered += len(items)
-            found = ev.evaluate(items, today, pack.calendar)
-            writer.put(found, chunks.ids)
+            exhausted: list[OpenItem] = []
+            found = ev.evaluate(items, today, pack.calendar, exhausted)
+            writer.put(found, exhausted=exhausted)
             intents.extend(found)
         if kpi:
             found = ev.evaluate(kpi, today, pack.calendar)
             if summary is not None:
                 found.append(summary)
-            writer.put(found)
+            writer.put(found, link=False)
             intents.extend(found)
     if not dry_run:
         created = writer.created

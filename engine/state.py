@@ -59,6 +59,10 @@ class InstanceRow(SQLModel, table=True):
     # (web.stop_reminders_at = "confirmation", decided when the unit confirmed).
     awaiting_since: Optional[date] = None
     chase_paused: bool = False
+    # Nothing left to send under the rules whose exhaustion marker this is, from this day on: the
+    # evaluation pass no longer reads it (engine/open_items.py; 0011). Written only by the pass.
+    exhausted_rules: Optional[str] = Field(default=None, max_length=32)
+    exhausted_on: Optional[date] = None
     rules_version: str = Field(default="", max_length=64)
     created_at: datetime
     updated_at: datetime
@@ -99,7 +103,7 @@ class NoticeRow(SQLModel, table=True):
     period: str = Field(max_length=40)
     stage: str = Field(max_length=40)
     kind: str = Field(max_length=20)
-    recipient: str = Field(max_length=80, index=True)
+    recipient: str = Field(max_length=80)     # not indexed: nothing looks notices up by it (0011)
     wd_before: int = 0
     wd_late: int = 0
     as_of: date
@@ -187,6 +191,13 @@ class InstallationRow(SQLModel, table=True):
     tracking_start: Optional[date] = None                # in force at the last sync (None: no sync yet)
     tracking_source: Optional[str] = Field(default=None, max_length=20)   # config | installation | pack
     updated_at: Optional[datetime] = None
+    # What the last sync worked from (0012), so the next one with the same rules reads and generates
+    # only what can have changed since (engine/sync.py): its day, the end of its horizon, a digest
+    # of what instance generation depends on, and how many instances the rules asked for then.
+    synced_on: Optional[date] = None
+    synced_until: Optional[date] = None
+    synced_rules: Optional[str] = Field(default=None, max_length=64)
+    synced_instances: Optional[int] = None
 
 
 # ─── the web console (0007) ─────────────────────────────────────────────────────────────────────

@@ -13,16 +13,21 @@ chases nothing that fell due before it started; what did is `dondoc backlog` (en
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from pydantic_core import PydanticUndefined
 from sqlmodel import Session, select
 
-from engine.instances import Instance, generate_instances
+from engine.instances import Generator, Instance
 from engine.rules_loader import RulePack
+from engine.rules_model import Obligation
 from engine.state import AuditRow, InstallationRow, InstanceRow, UnitRow
 
 HORIZON_DAYS = 400
@@ -167,13 +172,95 @@ def _new_row_defaults() -> dict[str, object]:
             if name != "id" and f.default is not PydanticUndefined and f.default_factory is None}
 
 
+# ─── what instance generation depends on ────────────────────────────────────────────────────────
+# Fields of the rules that no instance column and no step of generation reads: editing them (a
+# unit renamed, a title, a reminder policy) changes pack.version but not the instances, so the next
+# sync may still start from the last one. Everything else, including fields added later, counts.
+_UNIT_UNUSED = {"name", "contacts", "webhooks", "supervisor", "notes"}
+_GROUP_UNUSED = {"name"}
+_OBLIGATION_UNUSED = {"title", "reminder_policy", "assumptions"}
+_INFO_UNUSED = {"name", "admin_contact", "default_reminder_policy", "check_from", "check_until"}
+# The code that turns rules into instances: an upgrade of dondoc makes the next sync a full one.
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The code that turns rules into instances: an upgrade of dondoc makes the next sync a full one."""
+    import importlib.metadata
+    import sys
+
+    import engine.duedates
+    import engine.instances
+    import engine.periods
+    import engine.rules_loader
+    import engine.rules_model
+    import engine.workcalendar
+
+    h = hashlib.sha256()
+    for mod in (engine.instances, engine.periods, engine.duedates, engine.workcalendar, engine.rules_loader,
+                engine.rules_model, sys.modules[__name__]):
+        try:
+            h.update(Path(mod.__file__ or "").read_bytes())
+        except OSError:         # pragma: no cover - frozen builds: the versions below still change
+            h.update(mod.__name__.encode())
+    for dist in ("holidays", "python-dateutil"):
+        try:
+            h.update(importlib.metadata.version(dist).encode())
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            h.update(dist.encode())
+    return h.hexdigest()
+
+
+def generation_digest(pack: RulePack) -> str:
+    """A digest of everything instance generation reads in ``pack`` (units' validity, successors
+    and kinds, groups, obligations without their titles, the calendar, the time zone) and of the
+    code that generates. Equal digests generate equal instances for the same window. Computed at
+    each sync (~5 ms for 1,000 units), not cached on the pack: tests and benchmarks derive packs
+    with ``dataclasses.replace``, which would share a cache."""
+    cal = pack.calendar.overrides
+    parts = {
+        "info": pack.info.model_dump(mode="json", exclude=_INFO_UNUSED),
+        "units": [u.model_dump(mode="json", exclude=_UNIT_UNUSED) for u in pack.units.values()],
+        "groups": [g.model_dump(mode="json", exclude=_GROUP_UNUSED) for g in pack.groups.values()],
+        "obligations": [o.model_dump(mode="json", exclude=_OBLIGATION_UNUSED) for o in pack.obligations.values()],
+        "calendar": cal.model_dump(mode="json") if hasattr(cal, "model_dump") else repr(cal),
+        "code": _code_digest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Since:
+    """The last sync, when the next one may start from it: its day, its horizon's end, and how many
+    instances the rules asked for then (for the report's count of unchanged ones)."""
+    day: date
+    until: date
+    count: int
+
+
+def _since(row: InstallationRow | None, digest: str, start: date, today: date, end: date) -> _Since | None:
+    """The last sync if this one generates a superset of what it generated: the same generation
+    digest and tracking start, not an earlier day nor a shorter horizon. Else None: sync in full."""
+    if row is None or row.synced_on is None or row.synced_until is None or row.synced_instances is None:
+        return None
+    if row.synced_rules != digest or row.tracking_start != start:
+        return None
+    if row.synced_on > today or row.synced_until > end:
+        return None
+    return _Since(row.synced_on, row.synced_until, row.synced_instances)
+
+
 def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_start: date | None = None,
-                   horizon_days: int = HORIZON_DAYS) -> SyncReport:
+                   horizon_days: int = HORIZON_DAYS, *, incremental: bool = True) -> SyncReport:
     """One transaction: insert new instances, move open future ones, retire what the rules dropped.
 
     ``tracking_start`` is the configured one (None: not configured); the effective one also weighs
     the installation record (see the module's docstring). Open instances due before it stop being
-    tracked (a tracking start moved forward); moving it back brings them back."""
+    tracked (a tracking start moved forward); moving it back brings them back.
+
+    Worked through a few periods of one obligation at a time (their instances generated, their
+    rows read, planned and written), so what is held at once does not grow with the history.
+    When the last sync generated from the same rules (:func:`generation_digest`) and tracking
+    start, only what can have changed since is generated and read (:meth:`_Sync.since`); the
+    result is the same as a full sync (``incremental=False``; tests/test_sync_bounded.py)."""
     today = now.date()
     inst_row = installation(session)
     eff = effective_tracking_start(pack, tracking_start, inst_row.installed_on if inst_row is not None else None)
@@ -181,94 +268,258 @@ def sync_instances(session: Session, pack: RulePack, now: datetime, tracking_sta
     end = today + timedelta(days=horizon_days)
     report = SyncReport()
     sync_units(session, pack, now)
-    generated = [i for i in generate_instances(pack, start, end, tracking_start=start) if i.tracked]
-    table = InstanceRow.__table__
     session.flush()
-    rows = {(r.obligation, r.unit, r.period): r for r in map(_Row, session.connection().execute(
-        sa.select(*(table.c[name] for name in _READ)).where(table.c.due >= start)))}
-    changed: dict[int, _Row] = {}               # rows the plan changed, by id: written at the end
-
-    # An overdue, still-open duty of a unit that has ended since passes to whoever answers for
-    # that unit today; a closed one stays where it was (history).
-    wanted: dict[tuple[str, str, str], Instance] = {}
-    owners: dict[str, str | None] = {}              # who answers today for a unit
-    for inst in generated:
-        if inst.due < today:
-            if inst.unit not in owners:
-                owners[inst.unit] = pack.owner_on(inst.unit, today)
-            owner = owners[inst.unit]
-            row = rows.get(inst.key)
-            if owner and owner != inst.unit and not (row is not None and row.closed):
-                if row is not None:
-                    target = (inst.obligation, owner, inst.period)
-                    if target in rows:
-                        row.active = False
-                        report.retired += 1
-                    else:
-                        row.inherited_from = ",".join(filter(None, [row.inherited_from, row.unit]))
-                        row.unit = owner
-                        rows[target] = row
-                        report.reassigned += 1
-                        session.add(AuditRow(at=now, actor="sync", action="reassign", entity="instance",
-                                             entity_id="|".join(inst.key), detail=json.dumps({"to": owner}, ensure_ascii=False)))
-                    del rows[inst.key]
-                    changed[row.id] = row
-                inst = replace(inst, unit=owner, inherited_from=inst.inherited_from + (inst.unit,))
-        wanted.setdefault(inst.key, inst)
-
-    new_rows: list[dict[str, object]] = []
-    defaults = _new_row_defaults()
-    for key, inst in wanted.items():
-        row = rows.get(key)
-        values = _values(inst)
-        if row is None:
-            new_rows.append({**defaults, "obligation": inst.obligation, "unit": inst.unit, "period": inst.period,
-                             "inherited_from": ",".join(inst.inherited_from), "rules_version": pack.version,
-                             "created_at": now, "updated_at": now, **values})
-            report.inserted += 1
-            continue
-        changed_values = {k: v for k, v in values.items() if getattr(row, k) != v}
-        reactivate = not row.active and not row.closed
-        if (changed_values and not row.closed and row.due >= today) or reactivate:
-            before = {k: str(getattr(row, k)) for k in changed_values}
-            for k, v in changed_values.items():
-                setattr(row, k, v)
-            row.active = True
-            row.rules_version = pack.version
-            changed[row.id] = row
-            after = {k: str(v) for k, v in changed_values.items()}
-            session.add(AuditRow(at=now, actor="sync", action="move", entity="instance", entity_id="|".join(key),
-                                 detail=json.dumps({"before": before, "after": after}, ensure_ascii=False)))
-            report.moved += 1
-        else:
-            report.unchanged += 1
-
-    for key, row in rows.items():
-        if key in wanted or row.closed or not row.active or row.due < today:
-            continue
-        # The rules no longer ask for it (obligation removed, reporter dropped, dates moved out).
-        row.active = False
-        changed[row.id] = row
-        session.add(AuditRow(at=now, actor="sync", action="retire", entity="instance", entity_id="|".join(key),
-                             detail=json.dumps({"rules_version": pack.version})))
-        report.retired += 1
-
-    _write_changes(session, changed, now)
-    session.flush()     # changed rows before new ones, in the order the ORM's own flush writes them
-    if new_rows:
-        session.execute(sa.insert(InstanceRow.__table__), new_rows)
+    digest = generation_digest(pack) if eff is not None and inst_row is not None else ""
+    since = _since(inst_row, digest, start, today, end) if digest and incremental else None
+    run = _Sync(session, pack, now, start, end, report)
+    total = run.full() if since is None else run.since(since)
+    run.finish()
     if eff is not None:
         report.untracked = _untrack_before(session, start, now)
         if inst_row is not None and (inst_row.tracking_start, inst_row.tracking_source) != (eff.day, eff.source):
             inst_row.tracking_start, inst_row.tracking_source, inst_row.updated_at = eff.day, eff.source, now
+        if inst_row is not None:
+            inst_row.synced_on, inst_row.synced_until = today, end
+            inst_row.synced_rules, inst_row.synced_instances = digest, total
             session.add(inst_row)
     session.commit()
     return report
 
 
+_Key = tuple[str, str, str]
+_CHUNK_INSTANCES = 4000     # whole periods are planned about this many instances at a time (periods × reporters)
+_RETIRE = 2       # audit phases, in the order a sync always wrote them: reassign, move, retire
+
+
+class _Sync:
+    """One sync's plan, a few periods of one obligation at a time.
+
+    Why that is exact: every step of the plan relates an instance to rows of the same obligation
+    and period (a duty passes to the successor's key of the same report), so (obligation, period)
+    pairs are independent. What must keep the order of a whole-history sync (the ids of new rows and audit
+    rows) is kept with sort keys and written at the end; those are only the rows that change."""
+
+    def __init__(self, session: Session, pack: RulePack, now: datetime, start: date, end: date,
+                 report: SyncReport) -> None:
+        self.session, self.pack, self.now, self.start, self.end = session, pack, now, start, end
+        self.today = now.date()
+        self.report = report
+        self.gen = Generator(pack, start, end, tracking_start=start)
+        self.owners: dict[str, str | None] = {}              # who answers today for a unit
+        self.defaults = _new_row_defaults()
+        self.new_rows: list[tuple[tuple, dict[str, object]]] = []
+        self.audits: list[tuple[int, tuple, dict[str, object]]] = []
+        self.table = InstanceRow.__table__
+
+    # ── reading ──
+    def _select(self, *where: sa.ColumnElement[bool]) -> sa.CursorResult:
+        t = self.table
+        return self.session.connection().execute(
+            sa.select(*(t.c[name] for name in _READ)).where(t.c.due >= self.start, *where))
+
+    def _iter_rows(self, *where: sa.ColumnElement[bool]) -> Iterator[_Row]:
+        """Rows read a batch at a time (not row by row: ~4 µs each through the cursor's fetchone)."""
+        for part in self._select(*where).partitions(2000):
+            yield from map(_Row, part)
+
+    def _rows(self, *where: sa.ColumnElement[bool]) -> dict[_Key, _Row]:
+        return {(r.obligation, r.unit, r.period): r for r in map(_Row, self._select(*where).fetchall())}
+
+    def _periods(self, ob: Obligation, keys: list[str], newer_than: date | None = None) -> tuple[int, int]:
+        """Plan whole periods of ``ob``, a few at a time: all their instances, all their rows (a
+        duty passes to a successor within the same period, so periods are independent). What is
+        held is a few periods' instances and rows, whatever the history's length. Returns how
+        many instances it planned, and how many of them are due after ``newer_than``."""
+        t, taken, newer = self.table, 0, 0
+        per = max(1, _CHUNK_INSTANCES // max(1, len(self.pack.reporters(ob))))
+        for i in range(0, len(keys), per):
+            part = keys[i:i + per]
+            generated = [i for i in self.gen.instances(ob, periods=set(part)) if i.tracked]
+            taken += len(generated)
+            if newer_than is not None:
+                newer += sum(1 for i in generated if i.due > newer_than)
+            self.plan(generated, self._rows(t.c.obligation == ob.id, t.c.period.in_(part)))
+        return taken, newer
+
+    # ── the two ways through ──
+    def full(self) -> int:
+        """Every instance since the tracking start, one obligation and a few of its periods at a time."""
+        total = 0
+        t = self.table
+        for ob in self.pack.obligations.values():
+            keys = [k for k, _ in self.gen.periods(ob)]
+            total += self._periods(ob, keys)[0]
+            # Rows of periods the rules do not ask for (any more): only retiring can touch them.
+            rest = self._rows(t.c.obligation == ob.id, t.c.period.not_in(keys), t.c.closed == sa.false(),
+                              t.c.active == sa.true(), t.c.due >= self.today)
+            if rest:
+                self.plan([], rest)
+        self._orphans()
+        return total
+
+    def since(self, last: _Since) -> int:
+        """Only what can differ from a full sync's work on the state the last sync left.
+
+        With the same generated instances up to the last horizon (same digest, tracking start),
+        a full sync changes a row only if (a) its unit's duty passes or passed to a successor
+        (reassign, retire, and the rows of the successor: units whose owner today is another unit
+        or differs from the last sync's day, and those owners), (b) it is open and due today or
+        later (move, retire: a waiver revoked since may reopen one), (c) it is open and inactive
+        (reactivate), or (d) its instance entered the horizon since (insert). Rows outside these
+        are closed, or open, active and due before today, which a full sync leaves alone, and
+        every instance up to the last horizon has its row (the last sync wrote it; rows are never
+        deleted). Taken: whole periods due from today (or from the last horizon's end, after a
+        long pause), as a full sync takes them; elsewhere the rows of (a), (b), (c), each with its
+        instance, and every instance of (a) units with its row."""
+        pack, today, t = self.pack, self.today, self.table
+        moved_units: set[str] = set()
+        for uid in pack.units:
+            if uid in self.gen.timeless:
+                continue
+            before, now_ = pack.owner_on(uid, last.day), pack.owner_on(uid, today)
+            if (now_ is not None and now_ != uid) or before != now_:
+                moved_units.add(uid)
+                moved_units.update(u for u in (before, now_) if u is not None)
+        fresh_from = min(today, last.until + timedelta(days=1))
+        periods = {ob.id: self.gen.periods(ob) for ob in pack.obligations.values()}
+        fresh = {ob_id: {k for k, due in ps if due >= fresh_from} for ob_id, ps in periods.items()}
+        # Rows outside the periods taken whole: of (a) units, and open ones due from today or inactive.
+        elsewhere: dict[str, dict[_Key, _Row]] = {}
+
+        def keep(*where: sa.ColumnElement[bool]) -> None:       # streamed: only the few outside are kept
+            for row in self._iter_rows(*where):
+                if row.period not in fresh.get(row.obligation, ()):
+                    elsewhere.setdefault(row.obligation, {})[(row.obligation, row.unit, row.period)] = row
+        units = sorted(moved_units)
+        for i in range(0, len(units), 500):
+            keep(t.c.unit.in_(units[i:i + 500]))
+        keep(t.c.closed == sa.false(), t.c.active == sa.false())
+        keep(t.c.closed == sa.false(), t.c.due >= today)
+        taken = 0
+        total = last.count
+        for ob in pack.obligations.values():
+            ps = periods[ob.id]
+            keys = [k for k, due in ps if due >= fresh_from]
+            n, newer = self._periods(ob, keys, newer_than=last.until)
+            taken += n
+            total += newer
+            rows = elsewhere.pop(ob.id, {})
+            insts: list[Instance] = []
+            if moved_units:
+                insts = [i for i in self.gen.instances(ob, due_until=fresh_from - timedelta(days=1), owners=moved_units)
+                         if i.tracked]
+            have = {i.key for i in insts}
+            need = {k for k, r in rows.items() if not r.closed and k not in have and r.unit not in moved_units}
+            if need:
+                insts += [i for i in self.gen.instances(ob, due_until=fresh_from - timedelta(days=1),
+                                                        periods={k[2] for k in need}, owners={k[1] for k in need})
+                          if i.key in need and i.tracked]
+            if insts or rows:
+                insts.sort(key=lambda i: (i.due, i.unit, i.period))
+                taken += len(insts)
+                self.plan(insts, rows)
+        self._orphans()
+        self.report.unchanged += total - taken        # the instances not taken: unchanged (see above)
+        return total
+
+    def _orphans(self) -> None:
+        """Obligations the rules no longer have: their open rows due from today are retired."""
+        t = self.table
+        day = max(self.start, self.today)
+        open_ = (t.c.closed == sa.false(), t.c.active == sa.true(), t.c.due >= day)
+        for ob_id in self.session.connection().execute(sa.select(t.c.obligation).where(*open_).distinct()).scalars():
+            if ob_id not in self.pack.obligations:
+                self.plan([], self._rows(t.c.obligation == ob_id, *open_))
+
+    # ── the plan of one obligation (what the whole-history sync did, key by key) ──
+    def _audit(self, phase: int, order: tuple, action: str, key: _Key, detail: str) -> None:
+        self.audits.append((phase, order, {"at": self.now, "actor": "sync", "action": action, "entity": "instance",
+                                           "entity_id": "|".join(key), "detail": detail}))
+
+    def plan(self, generated: list[Instance], rows: dict[_Key, _Row]) -> None:
+        pack, today, now, report, owners = self.pack, self.today, self.now, self.report, self.owners
+        changed: dict[int, _Row] = {}               # rows the plan changed, by id: written at the end
+
+        # An overdue, still-open duty of a unit that has ended since passes to whoever answers for
+        # that unit today; a closed one stays where it was (history).
+        wanted: dict[_Key, tuple[Instance, tuple]] = {}
+        for inst in generated:
+            order = (inst.due, inst.obligation, inst.unit, inst.period)   # its place in a whole-history sync
+            if inst.due < today:
+                if inst.unit not in owners:
+                    owners[inst.unit] = pack.owner_on(inst.unit, today)
+                owner = owners[inst.unit]
+                row = rows.get(inst.key)
+                if owner and owner != inst.unit and not (row is not None and row.closed):
+                    if row is not None:
+                        target = (inst.obligation, owner, inst.period)
+                        if target in rows:
+                            row.active = False
+                            report.retired += 1
+                        else:
+                            row.inherited_from = ",".join(filter(None, [row.inherited_from, row.unit]))
+                            row.unit = owner
+                            rows[target] = row
+                            report.reassigned += 1
+                            self._audit(0, order, "reassign", inst.key, json.dumps({"to": owner}, ensure_ascii=False))
+                        del rows[inst.key]
+                        changed[row.id] = row
+                    inst = replace(inst, unit=owner, inherited_from=inst.inherited_from + (inst.unit,))
+            if inst.key not in wanted:
+                wanted[inst.key] = (inst, order)
+
+        for key, (inst, order) in wanted.items():
+            row = rows.get(key)
+            values = _values(inst)
+            if row is None:
+                self.new_rows.append((order, {
+                    **self.defaults, "obligation": inst.obligation, "unit": inst.unit, "period": inst.period,
+                    "inherited_from": ",".join(inst.inherited_from), "rules_version": pack.version,
+                    "created_at": now, "updated_at": now, **values}))
+                report.inserted += 1
+                continue
+            changed_values = {k: v for k, v in values.items() if getattr(row, k) != v}
+            reactivate = not row.active and not row.closed
+            if (changed_values and not row.closed and row.due >= today) or reactivate:
+                before = {k: str(getattr(row, k)) for k in changed_values}
+                for k, v in changed_values.items():
+                    setattr(row, k, v)
+                row.active = True
+                row.rules_version = pack.version
+                changed[row.id] = row
+                after = {k: str(v) for k, v in changed_values.items()}
+                self._audit(1, order, "move", key, json.dumps({"before": before, "after": after}, ensure_ascii=False))
+                report.moved += 1
+            else:
+                report.unchanged += 1
+
+        for key, row in rows.items():
+            if key in wanted or row.closed or not row.active or row.due < today:
+                continue
+            # The rules no longer ask for it (obligation removed, reporter dropped, dates moved out).
+            row.active = False
+            changed[row.id] = row
+            self._audit(_RETIRE, (row.id,), "retire", key, json.dumps({"rules_version": pack.version}))
+            report.retired += 1
+
+        _write_changes(self.session, changed, now)
+
+    def finish(self) -> None:
+        """Audit rows, then the new instances, in the order a whole-history sync wrote them."""
+        self.session.flush()
+        if self.audits:
+            self.audits.sort(key=lambda a: (a[0], a[1]))
+            self.session.execute(sa.insert(AuditRow.__table__), [a[2] for a in self.audits])
+        if self.new_rows:
+            self.new_rows.sort(key=lambda r: r[0])
+            self.session.execute(sa.insert(InstanceRow.__table__), [r[1] for r in self.new_rows])
+        self.audits, self.new_rows = [], []
+
+
 def _write_changes(session: Session, changed: dict[int, _Row], now: datetime, chunk: int = 1000) -> None:
     """Copy the plan's changes to the ORM rows (read fresh from the database), stamped ``now``; the
-    flush writes only the columns whose value differs."""
+    flush writes only the columns whose value differs. Flushed per chunk: no more ORM objects
+    alive at once than a chunk's."""
     ids = sorted(changed)
     for i in range(0, len(ids), chunk):
         part = ids[i:i + chunk]
@@ -281,6 +532,7 @@ def _write_changes(session: Session, changed: dict[int, _Row], now: datetime, ch
                 obj.rules_version = plan.rules_version
             obj.updated_at = now
             session.add(obj)
+        session.flush()
 
 
 def _untrack_before(session: Session, start: date, now: datetime) -> int:

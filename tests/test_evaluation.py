@@ -323,8 +323,8 @@ class OffByOne(DurableEvaluator):
 class DropsEvents(DurableEvaluator):
     """A wrong pipeline: every 500th event never reaches the engine."""
 
-    def events(self, items: Any, as_of: date, cal: WorkingCalendar) -> list[dict[str, Any]]:
-        return [e for e in super().events(items, as_of, cal) if e["i"] % 500 != 7]
+    def events(self, items: Any, as_of: date, cal: WorkingCalendar, exhausted: Any = None) -> list[dict[str, Any]]:
+        return [e for e in super().events(items, as_of, cal, exhausted) if e["i"] % 500 != 7]
 
 
 @pytest.mark.parametrize("faulty", [OffByOne, DropsEvents])

@@ -213,11 +213,11 @@ def test_tracking_start_moved_forward_and_back_on_the_core(sqlite_url: str, mini
         sync_instances(s, minipack, now)
         assert min(r.due for r in s.exec(select(InstanceRow)).all()) >= date(2026, 3, 2)
         sync_instances(s, minipack, now, tracking_start=date(2026, 1, 1))
-        items, _ = load_open_items(s, minipack, now.date())
+        items = load_open_items(s, minipack, now.date())
         assert any(i.due < date(2026, 3, 2) for i in items)
         rep = sync_instances(s, minipack, now)
         assert rep.untracked > 0
-        items, _ = load_open_items(s, minipack, now.date())
+        items = load_open_items(s, minipack, now.date())
         assert not [i for i in items if i.due < date(2026, 3, 2)]
         assert s.exec(select(InstanceRow).where(InstanceRow.due < date(2026, 3, 2))).all()   # kept for history
         row = s.get(InstallationRow, 1)
