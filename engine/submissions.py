@@ -140,8 +140,10 @@ def _instance_values(inst: Instance, pack: RulePack, now: datetime) -> dict[str,
                 created_at=now, updated_at=now)
 
 
-def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: str, period: str) -> InstanceRow:
-    """The instance row, created from the rules if it predates sync (e.g. before tracking start)."""
+def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: str, period: str,
+                     now: datetime) -> InstanceRow:
+    """The instance row, created from the rules (stamped ``now``, the command's simulated "now" too)
+    if it predates sync (e.g. before tracking start)."""
     if obligation not in pack.obligations:
         raise InputError(unknown_obligation(pack, obligation))
     if unit not in pack.units:
@@ -152,7 +154,7 @@ def resolve_instance(session: Session, pack: RulePack, obligation: str, unit: st
     if row is not None:
         return row
     inst = plan_instance(pack, obligation, unit, period)
-    row = InstanceRow(**_instance_values(inst, pack, datetime.now(inst.due_at.tzinfo)))
+    row = InstanceRow(**_instance_values(inst, pack, now))
     session.add(row)
     session.flush()
     return row
@@ -229,7 +231,7 @@ def record_submission(session: Session, pack: RulePack, sub: SubmissionIn, now: 
     """Record (or correct) a submission; ``confirmation_id``: the unit's "đã gửi" being accepted."""
     if not year_ok(sub.submitted_on.year) or sub.submitted_on > now.date():
         _check_day(sub.submitted_on, date.min, "", now)
-    row = resolve_instance(session, pack, sub.obligation, sub.unit, sub.period)
+    row = resolve_instance(session, pack, sub.obligation, sub.unit, sub.period, now)
     try:
         _check_day(sub.submitted_on, earliest_submission(row.period_start, row.period_end, row.due, row.cutoff_start),
                    row.period_label, now)
@@ -245,7 +247,7 @@ def record_waiver(session: Session, pack: RulePack, obligation: str, unit: str, 
                   now: datetime, actor: str = "cli", revoke: bool = False) -> InstanceRow:
     if not revoke and not reason.strip():
         raise InputError("cần ghi lý do miễn nộp (--reason)")
-    row = resolve_instance(session, pack, obligation, unit, period)
+    row = resolve_instance(session, pack, obligation, unit, period, now)
     active = session.exec(select(WaiverRow).where(WaiverRow.instance_id == row.id, WaiverRow.active == True)).all()  # noqa: E712
     for w in active:
         w.active = False

@@ -152,10 +152,10 @@ def test_assign_by_unit_obligation_and_period_and_a_bad_period_writes_nothing(co
                now=con.now)
     assert row.state == "queued" and row.via == "none"
     with pytest.raises(InvalidInput):
-        store.instance_for(con.settings, con.pack, "khhd57-skhcn-nam", "so-xay-dung", "tháng 13/2026")
+        store.instance_for(con.settings, con.pack, "khhd57-skhcn-nam", "so-xay-dung", "tháng 13/2026", con.now)
     with open_session(con.settings) as ses:
         assert ses.get(InboundMailRow, row.id).state == "queued"
-    iid = store.instance_for(con.settings, con.pack, "khhd57-skhcn-nam", "so-xay-dung", "năm 2026")
+    iid = store.instance_for(con.settings, con.pack, "khhd57-skhcn-nam", "so-xay-dung", "năm 2026", con.now)
     store.assign(con.settings, con.pack, row.id, [iid], con.now, "cli")
     with open_session(con.settings) as ses:
         assert ses.get(InstanceRow, iid).closed

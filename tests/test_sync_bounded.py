@@ -33,7 +33,6 @@ from engine.instances import Instance
 from engine.periods import periods_between
 from engine.rules_loader import RulePack, load_pack
 from engine.state import AuditRow, InstanceRow
-from engine import submissions
 from engine.submissions import InputError, SubmissionIn, record_submission, record_waiver
 from engine.sync import (SyncReport, _untrack_before, effective_tracking_start, installation, record_installation,
                          sync_instances, sync_units)
@@ -343,15 +342,6 @@ def table(url: str, name: str) -> list[tuple]:
         return [tuple(r) for r in c.execute(sa.text(f"SELECT * FROM {name} ORDER BY id"))]
 
 
-class FrozenClock(datetime):
-    """``datetime`` whose now() is the simulated moment (engine.submissions.resolve_instance)."""
-    at: datetime
-
-    @classmethod
-    def now(cls, tz=None):      # type: ignore[override]
-        return cls.at.astimezone(tz) if tz is not None else cls.at
-
-
 class Counting:
     """How many syncs went the full way and how many started from the last one."""
 
@@ -393,9 +383,6 @@ def test_day_by_day_the_same_as_the_whole_history_sync(two_dbs: tuple[str, str],
     old_url, new_url = two_dbs
     count = Counting(monkeypatch)
     monkeypatch.setattr(sync_mod, "_CHUNK_INSTANCES", 12)     # a full sync takes one or two periods at a time
-    clock = FrozenClock
-    # A waiver on a report without a row creates it stamped with the wall clock: the simulated one.
-    monkeypatch.setattr(submissions, "datetime", clock)
     packs: dict[str, RulePack] = {}
     day, last = date(2026, 1, 5), date(2027, 3, 31)
     reports = 0
@@ -407,7 +394,6 @@ def test_day_by_day_the_same_as_the_whole_history_sync(two_dbs: tuple[str, str],
             packs[folder.name] = load_pack(folder, CALENDAR)
         pack = packs[folder.name]
         now = datetime.combine(day, time(7, 0), tzinfo=TZ)
-        clock.at = now
         got = {}
         for url, sync in ((old_url, oracle_sync_instances), (new_url, sync_instances)):
             with Session(get_engine(url), expire_on_commit=False) as ses:

@@ -114,7 +114,7 @@ def inbox_assign(number: int = typer.Argument(..., metavar="SỐ_THƯ", help="S�
     if unit or obligation or period:
         if not (unit and obligation and period):
             raise InvalidInput("khi tự chọn cần đủ --unit, --obligation và --period")
-        ids.append(store.instance_for(s, pack, obligation, unit, period))
+        ids.append(store.instance_for(s, pack, obligation, unit, period, _now()))
     if not ids:
         raise InvalidInput("cần --chon SỐ (theo dondoc inbox list) hoặc --unit, --obligation và --period")
     res = store.assign(s, pack, number, ids, _now(), actor)

@@ -334,15 +334,16 @@ def _queued(ses: Session, mail_id: int) -> InboundMailRow:
     return r
 
 
-def instance_for(settings: Settings, pack: RulePack, obligation: str, unit: str, period: str) -> int:
-    """The report a secretary names by unit, obligation and period (any period form), for ``assign``."""
+def instance_for(settings: Settings, pack: RulePack, obligation: str, unit: str, period: str, now: datetime) -> int:
+    """The report a secretary names by unit, obligation and period (any period form), for ``assign``;
+    a report dondoc did not track yet is created, stamped ``now``."""
     from engine.app.services import check_period
     from engine.submissions import resolve_instance
 
     key = check_period(pack, obligation, period)
     with open_session(settings) as ses:
         try:
-            row = resolve_instance(ses, pack, obligation, unit, key)
+            row = resolve_instance(ses, pack, obligation, unit, key, now)
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
         ses.commit()

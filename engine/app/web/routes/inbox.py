@@ -151,7 +151,7 @@ def _chosen(request: Request, mail_id: int, v: dict[str, Any]) -> list[int]:
             raise InvalidInput("chọn báo cáo")
         if not v["ky"]:
             raise InvalidInput("nhập kỳ báo cáo, ví dụ “tháng 11/2026”, “quý IV/2026”, “năm 2026”")
-        ids.append(store.instance_for(c.settings, pack, v["bao_cao"], v["don_vi"], v["ky"]))
+        ids.append(store.instance_for(c.settings, pack, v["bao_cao"], v["don_vi"], v["ky"], c.now()))
     return ids
 
 
