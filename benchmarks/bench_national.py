@@ -152,6 +152,17 @@ class Server(PgServer):
     def version(self) -> str:
         return self.admin("SHOW server_version")[0][0]
 
+    def analyze(self, name: str) -> None:
+        """Planner statistics for database ``name``, as a production server's autovacuum would have
+        gathered them by the time anyone looks: its tables were filled in bulk just before and
+        autovacuum had not analyzed them yet, so without this every plan ran on default estimates
+        (and the copies made from it with TEMPLATE inherit whatever it has: pg_statistic is copied)."""
+        import psycopg
+
+        release(self.url(name))
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname={name}", autocommit=True) as c:
+            c.execute("ANALYZE")
+
 
 def release(url: str) -> None:
     """Close this process's pooled connections to ``url`` (engine.db keeps one engine per URL)."""
@@ -515,6 +526,7 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
             facts |= {"submissions": n_sub, "late": n_late, "import_s": time.perf_counter() - t0}
             accounts.add_user(st, bench_web.USER, bench_web.PASSWORD, "thu-ky", now, full_name="Thư ký Bench")
             print(f"(imported {n_sub:,} submissions, {n_late:,} late, in {facts['import_s']:.0f} s)", file=sys.stderr)
+            pg.analyze("nat_base")                         # before the copies: each inherits the statistics
         base = pg.url("nat_base")
 
         # ── b) evaluation ─────────────────────────────────────────────────────────────────────
@@ -538,7 +550,12 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
                   f"notices; again {ev_again[-1]:.1f} s)", file=sys.stderr)
             if r == 0 and not reuse:
                 pg.copy(f"nat_eval_{r}", "nat_evaluated")
+                pg.analyze("nat_evaluated")                # the notices the pass wrote
             pg.drop(f"nat_eval_{r}")
+        if reuse and not facts.get("analyzed"):          # kept by an older version of this script
+            pg.analyze("nat_base")
+            pg.analyze("nat_evaluated")
+        facts["analyzed"] = True
         facts["units"], facts["units_requested"] = len(pack.units), args.units
         facts_file.write_text(json.dumps(facts, default=str))
         print(f"(prepared in {time.perf_counter() - started:.0f} s)", file=sys.stderr)

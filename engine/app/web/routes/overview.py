@@ -22,7 +22,11 @@ def overview_page(request: Request, login: LoginSession = Depends(require_login)
     pack = c.pack()
     today = c.today()
     secret_missing = c.settings.web.secret is None
+
+    def data() -> dict[str, object]:
+        return {"data": dashboard.overview(c.settings, pack, today, late_shown=dashboard.LATE_SHOWN,
+                                           ranked_shown=dashboard.RANKED_SHOWN),
+                "secret_missing": secret_missing}
+
     return pagecache.render(request, "overview.html", pack=pack, today=today, title="Tổng quan", nav="overview",
-                            data=lambda: {"data": dashboard.overview(c.settings, pack, today),
-                                          "secret_missing": secret_missing},
-                            key=secret_missing)
+                            data=data, key=secret_missing)
