@@ -40,6 +40,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlmodel import Session
 
+from engine.app.memtrim import release_free_memory
 from engine.app.rulesholder import fingerprint
 from engine.db import get_engine, is_transient_db_error, make_engine
 from engine.errors import RuleError, RulePackInvalid, display_path
@@ -428,6 +429,7 @@ class Daemon:
             self._jobs_failing_since = None
         finally:
             self._job = None
+            release_free_memory()      # resident memory follows what the daemon holds, not its peaks
 
     def job_evaluate(self) -> None:
         from engine.pipeline import evaluate
