@@ -1,24 +1,38 @@
 """SMTP delivery throughput: 5,000 digests to a local aiosmtpd sink (a separate process).
 
-Full pass (``deliver``: moot check, assignment, rendering, MIME, SMTP, one commit per message
-plus the in-flight mark) and the bare transport (pre-built messages, no database), each with one
-reused connection, with a connection per message, and with 3 reused connections.
+Full pass (``deliver``: moot check, assignment, rendering, MIME, SMTP, the in-flight mark and the
+outcome of every message committed) and the bare transport (pre-built messages, no database), each
+with one reused connection, with a connection per message, and with 3 and 4 reused connections.
 Median of RUNS runs; each full-pass run starts from a copy of the same freshly seeded database.
 
-    .venv/bin/python benchmarks/bench_smtp.py [--n 5000] [--runs 3]
+    .venv/bin/python benchmarks/bench_smtp.py [--n 5000] [--runs 3] [--db sqlite|postgresql|both]
+                                              [--rows 1,per-message,3,4]
+    .venv/bin/python benchmarks/bench_smtp.py --profile 4 [--db postgresql] [--top 25]
+
+``--db postgresql`` starts a throw-away PostgreSQL server on loopback (tests/pgserver.py) with the
+production defaults for durability (``fsync``, ``synchronous_commit`` and ``full_page_writes`` on:
+every commit waits for its WAL flush); each run gets its own copy of the seeded database
+(``CREATE DATABASE … TEMPLATE``). ``--profile C`` runs one full pass with C connections under
+cProfile instead of the table and prints where the time goes (own time and cumulative), the raw
+statistics saved to ``--profile-out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import multiprocessing as mp
+import os
 import platform
+import pstats
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +42,11 @@ sys.path.insert(0, str(ROOT))
 from engine.clock import TZ  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
+FROM = "dondoc@vptu.example.org"
+
+# label, connections, reuse
+ROWS = {"1": ("1 connection, reused", 1, True), "per-message": ("connection per message", 1, False),
+        "3": ("3 connections, reused", 3, True), "4": ("4 connections, reused", 4, True)}
 
 
 def _sink(conn) -> None:
@@ -47,49 +66,153 @@ def _sink(conn) -> None:
             return
 
 
-def seed(workdir: Path, n: int):
+# ---------------------------------------------------------------------------------------------
+# databases: a seeded one, and a fresh copy of it per run
+
+
+class SqliteDbs:
+    name = "SQLite"
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.seed_url = f"sqlite:///{workdir / 'seed.db'}"
+
+    def finish_seed(self) -> None:
+        from sqlalchemy import text
+
+        from engine.db import get_engine
+
+        eng = get_engine(self.seed_url)
+        with eng.connect() as c:
+            c.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        eng.dispose()
+
+    def copy(self, tag: str) -> str:
+        db = self.workdir / f"run-{tag}.db"
+        shutil.copy(self.workdir / "seed.db", db)
+        return f"sqlite:///{db}"
+
+    def close(self) -> None:
+        pass
+
+
+class PgDbs:
+    name = "PostgreSQL"
+
+    def __init__(self, durable: bool = True):
+        from tests.pgserver import PgServer
+
+        self.server = PgServer()
+        if durable:      # the tests' server runs with fsync off; a real one commits durably
+            _start_durable(self.server)
+        else:
+            self.server.start()
+        self.seed_url = self.server.create_db("seed")
+        self.n = 0
+
+    def _admin(self, *sql: str) -> list:
+        import psycopg
+
+        out = []
+        with psycopg.connect(f"host=127.0.0.1 port={self.server.port} user=postgres dbname=postgres",
+                             autocommit=True) as c:
+            for q in sql:
+                cur = c.execute(q)
+                out.append(cur.fetchall() if cur.description else None)
+        return out
+
+    def finish_seed(self) -> None:
+        from engine.db import get_engine
+
+        get_engine(self.seed_url).dispose()        # a template database must have no connection
+
+    def settings(self) -> str:
+        rows = self._admin("SHOW fsync", "SHOW synchronous_commit", "SHOW full_page_writes", "SHOW server_version")
+        return ", ".join(f"{k}={r[0][0]}" for k, r in zip(("fsync", "synchronous_commit", "full_page_writes",
+                                                             "version"), rows))
+
+    def copy(self, tag: str) -> str:
+        self.n += 1
+        name = f"run{self.n}"
+        self._admin(f'CREATE DATABASE "{name}" TEMPLATE seed')
+        return self.server.url(name)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def _start_durable(server) -> None:
+    """tests/pgserver.PgServer.start with PostgreSQL's own defaults for durability (fsync,
+    synchronous_commit, full_page_writes on): every commit waits for its WAL flush, as in production."""
+    data = server.dir / "data"
+    if server.as_root:
+        shutil.chown(server.dir, "postgres", "postgres")
+        os.chmod(server.dir, 0o755)
+    server._run(server.initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C")
+    server._run(server.pg_ctl, "-D", str(data), "-l", str(server.dir / "log"), "-w", "-t", "60", "-o",
+                f"-p {server.port} -k {server.dir} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")
+
+
+def seed(dbs, workdir: Path, n: int):
+    from sqlmodel import select
+
     from engine.db import session
     from engine.rules_loader import load_pack
+    from engine.state import InstanceRow
     from engine.sync import sync_instances
     from tests.support import add_notice, write_units_pack
 
     pack_dir = workdir / "rules"
-    write_units_pack(pack_dir, n)
+    if not pack_dir.exists():
+        write_units_pack(pack_dir, n)
     pack = load_pack(pack_dir, ROOT / "calendar")
-    url = f"sqlite:///{workdir / 'seed.db'}"
-    with session(url) as s:
+    with session(dbs.seed_url) as s:
         sync_instances(s, pack, NOW)
-        from sqlmodel import select
-
-        from engine.state import InstanceRow
-
         for inst in s.exec(select(InstanceRow)).all():
             add_notice(s, inst, "remind-3")
         s.commit()
-        from sqlalchemy import text
+    dbs.finish_seed()
+    return pack
 
-        s.exec(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+def smtp_cfg(port: int, concurrency: int):
+    from notifications.config import SmtpConfig
+
+    return SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=concurrency, from_addr=FROM,
+                      helo="bench.local")
+
+
+LINKS = False      # --links: every digest carries its "Báo đã gửi" link (a unit_links row per digest)
+
+
+def links():
+    """The application layer's link maker (as `dondoc notify` wires it) with a bench secret, or None."""
+    if not LINKS:
+        return None
+    from engine.app.config import Settings, WebConfig
+    from engine.app.confirmations import link_maker
+
+    return link_maker(Settings(web=WebConfig(secret="bench-secret", public_url="https://dondoc.example")))
+
+
+def full_pass(pack, url: str, port: int, concurrency: int, reuse: bool) -> tuple[float, int]:
     from engine.db import get_engine
-
-    get_engine(url).dispose()
-    return pack, workdir / "seed.db"
-
-
-def full_pass(pack, seed_db: Path, workdir: Path, port: int, concurrency: int, reuse: bool, run: int) -> tuple[float, int]:
+    from notifications.config import DeliveryConfig
     from notifications.delivery import deliver
-    from notifications.config import DeliveryConfig, SmtpConfig
 
-    db = workdir / f"run-{concurrency}-{reuse}-{run}.db"
-    shutil.copy(seed_db, db)
-    cfg = SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
-                       from_addr="dondoc@vptu.example.org", helo="bench.local")
-    t0 = time.perf_counter()
-    rep = deliver(f"sqlite:///{db}", pack, NOW, smtp=cfg, delivery=DeliveryConfig(), reuse_connections=reuse)
-    return time.perf_counter() - t0, rep.sent
+    eng = get_engine(url)                        # migrations checked outside the timed part
+    t0, c0 = time.perf_counter(), time.process_time()
+    rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(),
+                  reuse_connections=reuse, links=links())
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    eng.dispose()
+    # the sender's own CPU per message (the sink is another process): steadier than messages/s
+    # when other work shares the cores
+    print(f"{'':10} (sender CPU {1000 * cpu / max(rep.sent, 1):.2f} ms per message)", file=sys.stderr)
+    return secs, rep.sent
 
 
 def transport_only(jobs, port: int, concurrency: int, reuse: bool) -> tuple[float, int]:
-    from notifications.config import SmtpConfig
     from notifications.transport import SmtpPool
 
     class Source:
@@ -107,10 +230,8 @@ def transport_only(jobs, port: int, concurrency: int, reuse: bool) -> tuple[floa
             raise RuntimeError(reason)
 
     src = Source()
-    cfg = SmtpConfig(host="127.0.0.1", port=port, security="none", concurrency=concurrency,
-                       from_addr="dondoc@vptu.example.org", helo="bench.local")
     t0 = time.perf_counter()
-    asyncio.run(SmtpPool(cfg, reuse=reuse).run(src))
+    asyncio.run(SmtpPool(smtp_cfg(port, concurrency), reuse=reuse).run(src))
     return time.perf_counter() - t0, src.ok
 
 
@@ -133,55 +254,125 @@ def build_jobs(pack, n: int):
         rendered = r.render(d)
         key = f"email|{u.id}|bench"
         msg = build_email(rendered, delivery_key=key, message_id=message_id_for(key, "vptu.example.org"),
-                          sender=address("Hệ thống đôn đốc báo cáo", "dondoc@vptu.example.org"),
+                          sender=address("Hệ thống đôn đốc báo cáo", FROM),
                           to=[address(u.name, u.contacts[0])], reply_to=address(vp.name, vp.email), date=NOW)
-        jobs.append(EmailJob(i, msg["Message-ID"], "dondoc@vptu.example.org", list(u.contacts), to_bytes(msg)))
+        jobs.append(EmailJob(i, msg["Message-ID"], FROM, list(u.contacts), to_bytes(msg)))
     return jobs
+
+
+@dataclass
+class Row:
+    db: str
+    kind: str
+    label: str
+    rates: list[float]
+
+
+def profile(pack, dbs, port: int, concurrency: int, top: int, out: Path) -> None:
+    """One full pass under cProfile: the places with the most own time, then the most cumulative."""
+    from engine.db import get_engine
+    from notifications.config import DeliveryConfig
+    from notifications.delivery import deliver
+
+    url = dbs.copy("profile")
+    eng = get_engine(url)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(), links=links())
+    prof.disable()
+    secs = time.perf_counter() - t0
+    eng.dispose()
+    prof.dump_stats(out)
+    print(f"{dbs.name}, {concurrency} connection(s): {rep.sent} sent in {secs:.2f} s under cProfile "
+          f"({rep.sent / secs:.0f} msg/s with the profiler's overhead); statistics in {out}\n")
+    for order in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(str(out), stream=buf).strip_dirs().sort_stats(order).print_stats(top)
+        text = buf.getvalue()
+        print(text[text.index("   ncalls"):] if "   ncalls" in text else text)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="sqlite")
+    ap.add_argument("--pg-fsync", choices=("on", "off"), default="on",
+                    help="PostgreSQL durability: on = its defaults (each commit flushed); off = as in the tests")
+    ap.add_argument("--rows", default="1,per-message,3,4", help="which rows: 1, per-message, 3, 4 (comma-separated)")
+    ap.add_argument("--no-transport", action="store_true", help="full-pass rows only")
+    ap.add_argument("--profile", type=int, metavar="CONNECTIONS", help="profile one full pass instead of the table")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--profile-out", type=Path, default=Path(tempfile.gettempdir()) / "bench_smtp.prof")
+    ap.add_argument("--links", action="store_true", help='every digest with its "Báo đã gửi" link (web secret set)')
     args = ap.parse_args()
+    global LINKS
+    LINKS = args.links
+    rows_wanted = [ROWS[k.strip()] for k in args.rows.split(",") if k.strip()]
 
     parent, child = mp.Pipe()
     sink = mp.get_context("spawn").Process(target=_sink, args=(child,), daemon=True)
     sink.start()
     port = parent.recv()
+    rows: list[Row] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        t0 = time.perf_counter()
-        pack, seed_db = seed(work, args.n)
-        print(f"seeded {args.n} units/notices in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        jobs = build_jobs(pack, args.n)
-        size = statistics.mean(len(j.data) for j in jobs)
-        modes = [("1 connection, reused", 1, True), ("connection per message", 1, False),
-                 ("3 connections, reused", 3, True)]
-        rows = []
-        for label, conc, reuse in modes:
-            for kind in ("full pass", "transport only"):
+        kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+        jobs = None
+        for kind in kinds:
+            dbs = SqliteDbs(work) if kind == "sqlite" else PgDbs(durable=args.pg_fsync == "on")
+            try:
+                t0 = time.perf_counter()
+                pack = seed(dbs, work, args.n)
+                print(f"{dbs.name}: seeded {args.n} units/notices in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                if isinstance(dbs, PgDbs):
+                    notes.append(f"PostgreSQL on loopback: {dbs.settings()}")
+                if args.profile:
+                    profile(pack, dbs, port, args.profile, args.top, args.profile_out)
+                    continue
+                for label, conc, reuse in rows_wanted:
+                    rates = []
+                    for run in range(args.runs):
+                        secs, sent = full_pass(pack, dbs.copy(f"{conc}-{reuse}-{run}"), port, conc, reuse)
+                        assert sent == args.n, (label, sent)
+                        rates.append(sent / secs)
+                        print(f"{dbs.name:10} full pass      {label:24} run {run + 1}: {sent / secs:7.0f} msg/s "
+                              f"({secs:.2f} s)", file=sys.stderr)
+                    rows.append(Row(dbs.name, "full pass", label, rates))
+            finally:
+                dbs.close()
+        if not args.profile and not args.no_transport:
+            jobs = build_jobs(pack, args.n)
+            for label, conc, reuse in rows_wanted:
                 rates = []
                 for run in range(args.runs):
-                    if kind == "full pass":
-                        secs, sent = full_pass(pack, seed_db, work, port, conc, reuse, run)
-                    else:
-                        secs, sent = transport_only(jobs, port, conc, reuse)
-                    assert sent == args.n, (label, kind, sent)
+                    secs, sent = transport_only(jobs, port, conc, reuse)
+                    assert sent == args.n, (label, sent)
                     rates.append(sent / secs)
-                    print(f"{kind:15} {label:32} run {run + 1}: {sent / secs:7.0f} msg/s ({secs:.2f} s)", file=sys.stderr)
-                rows.append((kind, label, statistics.median(rates), min(rates), max(rates)))
+                    print(f"{'-':10} transport only {label:24} run {run + 1}: {sent / secs:7.0f} msg/s ({secs:.2f} s)",
+                          file=sys.stderr)
+                rows.append(Row("–", "transport only", label, rates))
         parent.send("count")
         total = parent.recv()
         parent.send("stop")
         parent.recv()
-    print(f"\n{args.n:,} digests (mean {size / 1024:.1f} KiB each) to a local aiosmtpd sink in another process; "
-          f"median of {args.runs} runs; {platform.machine()}, {mp.cpu_count()} cores, Python {platform.python_version()}. "
-          f"Sink received {total:,} messages.\n")
-    print("| what is timed | SMTP connections | messages/s (median) | min – max |")
-    print("|---|---|---:|---:|")
-    for kind, label, med, lo, hi in rows:
-        print(f"| {kind} | {label} | {med:,.0f} | {lo:,.0f} – {hi:,.0f} |")
+    if args.profile:
+        return
+    size = statistics.mean(len(j.data) for j in jobs) if jobs else None
+    load = os.getloadavg()
+    print(f"\n{args.n:,} digests{f' (mean {size / 1024:.1f} KiB each)' if size else ''} to a local aiosmtpd sink in "
+          f"another process; median of {args.runs} runs; {platform.machine()}, {mp.cpu_count()} cores, "
+          f"Python {platform.python_version()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end. "
+          f"Sink received {total:,} messages.")
+    for n in notes:
+        print(n)
+    print("\n| database | what is timed | SMTP connections | messages/s (median) | min – max |")
+    print("|---|---|---|---:|---:|")
+    for r in rows:
+        print(f"| {r.db} | {r.kind} | {r.label} | {statistics.median(r.rates):,.0f} | "
+              f"{min(r.rates):,.0f} – {max(r.rates):,.0f} |")
 
 
 if __name__ == "__main__":

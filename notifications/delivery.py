@@ -7,8 +7,10 @@ order is written once, in ``STAGES``. Channels (e-mail over SMTP, the .eml picku
 share one interface (notifications/transport.py). Durable steps, each a commit:
 1. moot notices → dropped (KPI notices: against the KPI status computed once for this pass);
 2. new digests with their notices (one per recipient and route), before anything is sent;
-3. per digest: mark "may reach the receiver from now on" → send → record the outcome immediately
-   after the reply, before the next message on that connection.
+3. per digest: mark "may reach the receiver from now on" (committed before the message's first
+   command; connections that prepared a digest in the same turn of the event loop share that
+   commit) → send → record the outcome and commit it as soon as the reply is in, before anything
+   else happens on that connection or in the pass.
 
 Links: the caller may pass ``links`` (a ``LinkMaker``, built by the application layer, which alone
 knows the secret): for a digest with reports of the recipient's own, it returns the signed "Báo đã
@@ -350,17 +352,37 @@ class Pass:
         self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
         self.stopped = False
-        self.unsaved_link = False    # a link row written by render, committed with the in-flight mark
+        # Writes staged in the pass's transaction and not yet committed: in-flight marks (``begin``)
+        # and the link rows rendered with them. Committed by ``commit`` (``Feed.flush``, which
+        # run_channel awaits before a connection's first command for that digest). Every other write
+        # (outcomes, moot notices, dropped digests) commits at once.
+        self.unsaved = False
 
     def stop(self, reason: str) -> None:
         self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
 
     # -- per digest: render, mark in flight, record ----------------------------------------------
     def load(self, chunk: list[DeliveryRow]) -> None:
-        """Read a chunk of digests just before sending: moot notices dropped, live ones kept."""
+        """Read a chunk of digests just before sending: moot notices dropped, live ones kept; their
+        "Báo đã gửi" links made together when the link maker can (``prepare``)."""
         live, pairs = outbox.load_chunk(self.ses, chunk, self.ctx.now, self.ctx.kpi)
         self.live.update(live)
         self.pairs.update(pairs)
+        prepare = getattr(self.ctx.links, "prepare", None)
+        if prepare is None:
+            return
+        wanted = [(d.id, d.recipient, ids) for d in chunk if (ids := own_instance_ids(d.recipient, live.get(d.id, [])))]
+        if not wanted:
+            return
+        if self.unsaved:            # as in ``link``: a rollback below must never undo a mark
+            self.commit()
+        try:
+            prepare(self.ses, wanted, self.ctx.now)
+        except Exception:           # noqa: BLE001 - each digest then makes its own link (``link``)
+            log.exception("links for a chunk of %d digests", len(wanted))
+            self.ses.rollback()
+            return
+        self.unsaved = True         # the rows go with the next in-flight mark, before any URL leaves
 
     def render(self, d: DeliveryRow) -> EmailJob | WebhookJob | Outcome:
         """The digest as of the sending day, through the templates, packed for its channel."""
@@ -402,19 +424,27 @@ class Pass:
         ids = own_instance_ids(d.recipient, live) if maker is not None else []
         if not ids:
             return None
+        if self.unsaved:            # other connections' marks (and their link rows) first: the
+            self.commit()           # rollback below must undo this row only, never a mark
         try:
             url = maker(self.ses, d, d.recipient, ids, self.ctx.now)
         except Exception:           # noqa: BLE001 - the reminder matters more than its link
             log.exception("delivery %s: no link for %s", d.id, d.recipient)
             self.ses.rollback()
             return None
-        self.unsaved_link = self.unsaved_link or url is not None
+        self.unsaved = self.unsaved or url is not None
         return url
 
+    def commit(self) -> None:
+        self.ses.commit()
+        self.unsaved = False
+
     def in_flight(self, d: DeliveryRow, file_name: str | None = None) -> bool:
-        """Durably note that this digest may reach the receiver from now on (see README), and the
-        file it is written to (pickup folder), so a retry or a re-send after a crash rewrites it.
-        The digest's link row (``link``) is committed in the same transaction."""
+        """Note that this digest may reach the receiver from now on (see README), and the file it is
+        written to (pickup folder), so a retry or a re-send after a crash rewrites it. Staged only:
+        ``commit`` (run_channel awaits it through ``Feed.flush`` before the connection's first
+        command, shared by the connections that prepared a digest in the same turn of the event
+        loop) makes it durable, with the digest's link row (``link``)."""
         prev = d.maybe_sent
         values: dict[str, object] = {}
         if not prev:
@@ -423,14 +453,13 @@ class Pass:
             values["file_name"] = file_name
         if values:
             outbox._write(self.ses, d, values)
-        if values or self.unsaved_link:
-            self.ses.commit()
-            self.unsaved_link = False
+            self.unsaved = True
         return prev
 
     def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None,
                prev_maybe: bool | None = None) -> None:
-        """The outcome, committed at once (before the connection sends anything else)."""
+        """The outcome, committed at once: as soon as the reply is in, before the connection sends
+        anything else and before any other digest is prepared (any staged mark goes with it)."""
         extra: dict[str, object] = {}
         if subject:
             extra["subject"] = subject
@@ -441,6 +470,7 @@ class Pass:
                       backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
                       notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
                       pairs=self.pairs, extra=extra)
+        self.unsaved = False
         r = self.report
         if d.status == SENT:
             r.sent += 1
@@ -457,7 +487,8 @@ class Pass:
 
 class Feed:
     """The JobSource of one channel: digests in chunks of CHUNK, each rendered just before it is
-    sent and marked in flight; every outcome recorded as soon as the channel reports it."""
+    sent (``next_job``), marked in flight (``begin``, made durable by ``flush`` before the first
+    command), its outcome recorded and committed as soon as the channel reports it (``done``)."""
 
     def __init__(self, p: Pass, deliveries: list[DeliveryRow]):
         self.p = p
@@ -479,9 +510,16 @@ class Feed:
             if isinstance(job, Outcome):
                 p.record(d, job)
                 continue
-            job.extra["prev_maybe"] = p.in_flight(d, getattr(job, "file_name", None))
             return job
         return None
+
+    def begin(self, job: EmailJob | WebhookJob) -> None:
+        """In flight from now on (staged; durable after the ``flush`` run_channel awaits next)."""
+        job.extra["prev_maybe"] = self.p.in_flight(self.by_id[job.delivery_id], getattr(job, "file_name", None))
+
+    def flush(self) -> None:
+        if self.p.unsaved:
+            self.p.commit()
 
     def done(self, job: EmailJob | WebhookJob, outcome: Outcome) -> None:
         self.p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
@@ -512,7 +550,11 @@ async def one_sender(p: Pass) -> None:
     if not p.stack.enter_context(sender_lock(eng)):
         p.stop("Một tiến trình khác đang gửi thư từ cùng cơ sở dữ liệu")
         return
-    p.ses = p.stack.enter_context(Session(eng, expire_on_commit=False))
+    # One connection for the whole pass (the session commits on it instead of handing it back to
+    # the pool at every commit): a pass commits about twice per message, and each check-out costs a
+    # pool round (on PostgreSQL a pre-ping query too).
+    conn = p.stack.enter_context(eng.connect())
+    p.ses = p.stack.enter_context(Session(bind=conn, expire_on_commit=False))
 
 
 async def drop_moot(p: Pass) -> None:

@@ -184,7 +184,7 @@ def notice_moot_reason(n: NoticeRow, subject: Subject, kpi: KpiFacts | None) -> 
         return kpi.moot_reason(n) if kpi is not None else None
     if n.kind == "escalation" and n.unit == n.recipient:
         return SELF_ESCALATION
-    if n.kind == RETURNED_KIND and isinstance(subject, InstanceRow) and subject.awaiting_since is not None:
+    if n.kind == RETURNED_KIND and getattr(subject, "awaiting_since", None) is not None:   # an instance
         return "Đơn vị đã báo gửi lại báo cáo sau khi bị trả lại"
     return moot_reason(subject)  # type: ignore[arg-type]
 
@@ -251,22 +251,70 @@ def moot_reason(inst: InstanceRow | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _InstanceState:
+    """What ``moot_reason`` reads of an instance, read as a plain row by ``drop_moot``."""
+    active: bool
+    closed: bool
+    waived: bool
+    submitted_on: date | None
+    awaiting_since: date | None
+    chase_paused: bool
+
+
+_INSTANCE_STATE = (InstanceRow.id.label("inst_id"), InstanceRow.active, InstanceRow.closed, InstanceRow.waived,
+                   InstanceRow.submitted_on, InstanceRow.awaiting_since, InstanceRow.chase_paused)
+
+
+def _chunked(ids: list[int], n: int = 500):
+    """IN lists of a bounded size (SQLite and PostgreSQL limit the parameters of one statement)."""
+    for i in range(0, len(ids), n):
+        yield ids[i:i + n]
+
+
 def drop_moot(ses: Session, now: datetime, kpi: KpiFacts | None = None) -> int:
     """Pending notices whose instance became moot: never sent. Returns how many were dropped.
 
     Items already in a digest that has not gone out are dropped from it; a digest left with no
     item is dropped as a whole. KPI notices are checked against ``kpi`` (recomputed here).
+    Every open notice is checked from plain rows (one query joining its instance's state); only
+    the moot ones are then loaded as objects and changed.
     """
-    notices = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_((PENDING, RETRY)))
-                       .execution_options(**FRESH)).all()
-    if not notices:
+    rows = ses.exec(select(*_NOTICE_BRIEF, *_INSTANCE_STATE)
+                    .outerjoin(InstanceRow, InstanceRow.id == NoticeRow.instance_id)
+                    .where(col(NoticeRow.status).in_((PENDING, RETRY)))).all()
+    if not rows:
         return 0
-    subj = _subjects_for(ses, notices, kpi)
-    moot = {n.id: r for n in notices if (r := notice_moot_reason(n, subj[n.id], kpi)) is not None}
+    subj: dict[int, Subject | _InstanceState] = {}
+    legacy = []                     # no instance id (older notices): found by obligation, unit, period
+    kpi_rows = []
+    for r in rows:
+        if is_kpi(r):               # type: ignore[arg-type]
+            kpi_rows.append(r)
+        elif r.instance_id is None:
+            legacy.append(r)
+        else:
+            subj[r.id] = (None if r.inst_id is None else
+                          _InstanceState(r.active, r.closed, r.waived, r.submitted_on, r.awaiting_since,
+                                         r.chase_paused))
+    if legacy:
+        subj.update(_instances_for(ses, legacy))            # type: ignore[arg-type]
+    if kpi_rows and kpi is not None:
+        kpi.resolve(ses)
+    for r in kpi_rows:
+        subj[r.id] = kpi.subject(r) if kpi is not None else None   # type: ignore[arg-type]
+    moot = {r.id: reason for r in rows
+            if (reason := notice_moot_reason(r, subj[r.id], kpi)) is not None}   # type: ignore[arg-type]
     if not moot:
         return 0
-    items = ses.exec(select(DeliveryItemRow, DeliveryRow).join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
-                     .where(col(DeliveryItemRow.notice_id).in_(moot.keys()))).all()
+    moot_ids = list(moot)
+    notices: list[NoticeRow] = []
+    items = []
+    for ids in _chunked(moot_ids):
+        notices += ses.exec(select(NoticeRow).where(col(NoticeRow.id).in_(ids)).execution_options(**FRESH)).all()
+        items += ses.exec(select(DeliveryItemRow, DeliveryRow)
+                          .join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
+                          .where(col(DeliveryItemRow.notice_id).in_(ids))).all()
     touched: set[int] = set()
     for item, d in items:
         if d.status in OPEN_STATUSES and not item.dropped:
@@ -276,18 +324,16 @@ def drop_moot(ses: Session, now: datetime, kpi: KpiFacts | None = None) -> int:
     ses.flush()
     _drop_empty(ses, touched, now)
     for n in notices:
-        if n.id in moot:
-            n.last_error = moot[n.id]
-            ses.add(n)
-    settle_notices(ses, list(moot), now)
+        n.last_error = moot[n.id]
+        ses.add(n)
+    settle_notices(ses, moot_ids, now)
     in_digest = {i.notice_id for i, _ in items}
     dropped = 0
     for n in notices:
-        if n.id in moot:
-            if n.id not in in_digest:
-                n.status, n.next_attempt_at = DROPPED, None
-                ses.add(n)
-            dropped += n.status == DROPPED
+        if n.id not in in_digest:
+            n.status, n.next_attempt_at = DROPPED, None
+            ses.add(n)
+        dropped += n.status == DROPPED
     return dropped
 
 
@@ -307,17 +353,25 @@ def _drop_empty(ses: Session, delivery_ids: set[int], now: datetime) -> None:
 # assignment
 
 
+# The columns of a notice that assignment and the moot check read (routes_for_notice, is_kpi …).
+_NOTICE_BRIEF = (NoticeRow.id, NoticeRow.key, NoticeRow.recipient, NoticeRow.kind, NoticeRow.instance_id,
+                 NoticeRow.obligation, NoticeRow.unit, NoticeRow.period)
+
+
 def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
     """Put every pending notice not yet in a digest for each of its routes into one digest per
     (recipient, route); returns how many digests were created. The caller commits before anything
     is sent."""
-    notices = ses.exec(select(NoticeRow).where(col(NoticeRow.status).in_((PENDING, RETRY)))
-                       .order_by(NoticeRow.id).execution_options(**FRESH)).all()
+    # Plain rows, not ORM objects: a busy day has thousands of open notices, and assignment only
+    # reads these columns (what a route and a digest key need).
+    notices = ses.exec(select(*_NOTICE_BRIEF).where(col(NoticeRow.status).in_((PENDING, RETRY)))
+                       .order_by(NoticeRow.id)).all()
     if not notices:
         return 0
     have = set(ses.exec(select(DeliveryItemRow.notice_id, DeliveryItemRow.route)
-                        .where(col(DeliveryItemRow.notice_id).in_([n.id for n in notices]))).all())
-    groups: dict[tuple[str, str], tuple[Route, list[NoticeRow]]] = {}
+                        .join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
+                        .where(col(NoticeRow.status).in_((PENDING, RETRY)))).all())
+    groups: dict[tuple[str, str], tuple[Route, list]] = {}
     for n in notices:
         for r in routes_for_notice(pack, n):
             if (n.id, r.route) not in have:
@@ -329,7 +383,7 @@ def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
         .order_by(DeliveryRow.id)).all()}
     created: list[dict[str, object]] = []
     merged: list[int] = []
-    members_of: list[tuple[Route, list[NoticeRow]]] = []
+    members_of: list[tuple[str, Route, list]] = []
     items: list[dict[str, object]] = []
     for (recipient, route), (r, members) in sorted(groups.items()):
         d = waiting.get((recipient, route))
@@ -340,17 +394,19 @@ def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
             created.append(dict(key=key, recipient=recipient, channel=r.channel, route=r.route, target=r.target,
                                 message_id=message_id_for(key, domain), status=PENDING, attempts=0,
                                 created_at=now, updated_at=now, maybe_sent=False))
-            members_of.append((r, members))
+            members_of.append((key, r, members))
         else:
             _write(ses, d, {"key": key, "message_id": message_id_for(key, domain), "updated_at": now})
             merged += [m.id for m in members]
             items += [dict(delivery_id=d.id, notice_id=m.id, route=r.route, dropped=False) for m in members]
     if created:                                  # batched INSERTs (thousands of digests on a busy day)
         table = DeliveryRow.__table__
-        ids = ses.connection().execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                                       created).scalars().all()
-        for did, (r, members) in zip(ids, members_of):
-            items += [dict(delivery_id=did, notice_id=m.id, route=r.route, dropped=False) for m in members]
+        # RETURNING the key with the id (keys are unique): the rows go in batches. (Asking for the
+        # parameters' order instead makes SQLite insert one row per statement.)
+        ids = dict((k, i) for i, k in ses.connection().execute(insert(table).returning(table.c.id, table.c.key),
+                                                                created).all())
+        for key, r, members in members_of:
+            items += [dict(delivery_id=ids[key], notice_id=m.id, route=r.route, dropped=False) for m in members]
     if items:
         ses.connection().execute(insert(DeliveryItemRow.__table__), items)
     settle_notices(ses, merged, now)     # a notice in a new digest stays "pending": nothing to update
@@ -385,11 +441,23 @@ def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime,
     """
     ses.commit()                                 # end any read snapshot: see the latest submissions
     ids = [d.id for d in deliveries]
-    rows = ses.exec(select(DeliveryItemRow, NoticeRow).join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
-                    .where(col(DeliveryItemRow.delivery_id).in_(ids), DeliveryItemRow.dropped == False)  # noqa: E712
-                    .order_by(NoticeRow.id).execution_options(**FRESH)).all()
+    # One query: the chunk's notices with every (item, digest) pair each of them is in (this route's
+    # digest and, e.g., a webhook's), the chunk's own live items among them.
+    in_chunk = (select(DeliveryItemRow.notice_id)
+                .where(col(DeliveryItemRow.delivery_id).in_(ids), DeliveryItemRow.dropped == False))  # noqa: E712
+    every = ses.exec(select(DeliveryItemRow, NoticeRow, DeliveryRow)
+                     .join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
+                     .join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
+                     .where(col(DeliveryItemRow.notice_id).in_(in_chunk))
+                     .order_by(NoticeRow.id, DeliveryItemRow.delivery_id).execution_options(**FRESH)).all()
+    chunk_ids = set(ids)
+    pairs: Pairs = defaultdict(list)
+    rows: list[tuple[DeliveryItemRow, NoticeRow]] = []
+    for item, n, d in every:
+        pairs[n.id].append((item, d))
+        if item.delivery_id in chunk_ids and not item.dropped:
+            rows.append((item, n))
     inst = _subjects_for(ses, [n for _, n in rows], kpi)
-    pairs = _pairs(ses, [n.id for _, n in rows])
     live: dict[int, list[tuple[NoticeRow, Subject]]] = {i: [] for i in ids}
     moot, touched = [], set()
     for item, n in rows:
@@ -434,16 +502,45 @@ def _write(ses: Session, obj: SQLModel, values: dict[str, object]) -> None:
         set_committed_value(obj, k, v)
 
 
+def _write_all(ses: Session, writes: list[tuple[SQLModel, dict[str, object]]]) -> None:
+    """``_write`` for several rows of one table: rows given the same new values (the notices of a
+    digest that was just sent) share one ``UPDATE … WHERE id IN (…)``."""
+    if len(writes) == 1:
+        _write(ses, *writes[0])
+        return
+    groups: dict[tuple, list[SQLModel]] = defaultdict(list)
+    for obj, values in writes:
+        changed = tuple(sorted((k, v) for k, v in values.items() if getattr(obj, k) != v))
+        if changed:
+            groups[changed].append(obj)
+    for changed, objs in groups.items():
+        if len(objs) == 1:
+            _write(ses, objs[0], dict(changed))
+            continue
+        stmt = _update_many_stmt(type(objs[0]).__table__, tuple(k for k, _ in changed))
+        ses.connection().execute(stmt, {"_ids": [o.id for o in objs], **dict(changed)})
+        for o in objs:
+            for k, v in changed:
+                set_committed_value(o, k, v)
+
+
 @lru_cache(maxsize=256)
 def _update_stmt(table, columns: tuple[str, ...]):
     """One statement object per (table, columns): SQLAlchemy then reuses its compiled form."""
     return update(table).where(table.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
 
 
+@lru_cache(maxsize=256)
+def _update_many_stmt(table, columns: tuple[str, ...]):
+    return (update(table).where(table.c.id.in_(bindparam("_ids", expanding=True)))
+            .values({c: bindparam(c) for c in columns}))
+
+
 def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime, *, max_attempts: int,
            backoff_first_s: float, backoff_max_s: float, notice_ids: list[int] | None = None,
-           pairs: Pairs | None = None, extra: dict[str, object] | None = None) -> None:
-    """Apply one outcome to a delivery and its notices, and commit at once."""
+           pairs: Pairs | None = None, extra: dict[str, object] | None = None, commit: bool = True) -> None:
+    """Apply one outcome to a delivery and its notices, and commit at once (``commit=False``: the
+    caller commits, before anything else is sent on that connection; see delivery.Feed)."""
     d = delivery
     v: dict[str, object] = {"updated_at": now, **(extra or {})}
     if outcome.kind == SENT:
@@ -464,7 +561,8 @@ def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime,
     _write(ses, d, v)
     ids = notice_ids if notice_ids is not None else [n.id for _, n in delivery_notices(ses, d.id)]
     settle_notices(ses, ids, now, pairs if notice_ids is not None else None)
-    ses.commit()
+    if commit:
+        ses.commit()
 
 
 def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pairs | None = None) -> None:
@@ -476,6 +574,7 @@ def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pa
         return
     ses.flush()
     per = pairs if pairs is not None and all(i in pairs for i in notice_ids) else _pairs(ses, notice_ids)
+    writes: list[tuple[SQLModel, dict[str, object]]] = []
     for nid in notice_ids:
         n = ses.get(NoticeRow, nid)             # usually already in the session: no query
         found = per.get(nid) if n is not None else None
@@ -497,7 +596,9 @@ def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pa
             v.update(status=FAILED, next_attempt_at=None, last_error=failed[-1].last_error)
         else:
             v.update(status=DROPPED, next_attempt_at=None)
-        _write(ses, n, v)
+        writes.append((n, v))
+    if writes:
+        _write_all(ses, writes)
 
 
 # ---------------------------------------------------------------------------------------------

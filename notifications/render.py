@@ -16,6 +16,8 @@ misspelt variable fails ``check_templates`` instead of silently printing nothing
 
 from __future__ import annotations
 
+import abc
+
 import re
 import traceback
 from dataclasses import dataclass, field, replace
@@ -397,6 +399,91 @@ def _one_line(text: str, limit: int = 250) -> str:
     return text[:limit].rstrip()
 
 
+def _memo(fmt):
+    """A date filter remembered per value: a pass writes the same few dates thousands of times, and
+    ``strftime`` costs ~8 µs. (Anything unhashable is formatted, or refused, by ``fmt`` itself.)"""
+    cache: dict[object, str] = {}
+
+    def memo(value):
+        try:
+            return cache[value]
+        except KeyError:
+            out = cache[value] = fmt(value)
+            if len(cache) > 4096:
+                cache.clear()
+            return out
+        except TypeError:
+            return fmt(value)
+    memo.__name__ = memo.__qualname__ = getattr(fmt, "__name__", "memo")
+    memo.__doc__ = fmt.__doc__
+    return memo
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, its attribute verdict remembered per (type, attribute name).
+
+    ``ImmutableSandboxedEnvironment.is_safe_attribute`` decides from the attribute's name and from
+    ``isinstance`` checks of the object (function, method, type, code, frame, generator …; list,
+    dict, set, deque and the mutable ABCs); it never looks at the value. A digest asks the same
+    ~60 questions (a quarter of the rendering time), so the answers are remembered, under these
+    conditions, each of which would otherwise let the remembered answer differ from Jinja's own:
+    * only objects whose ``__class__`` is their type (``isinstance`` also consults ``__class__``)
+      and plain ``str`` names; names starting with ``_`` are refused at once, never remembered;
+    * the whole memo is forgotten when the ABC cache token moves (``abc.get_cache_token``: any
+      ``ABC.register`` anywhere, which can make a type a ``MutableSequence`` after the fact);
+    * the base method must be Jinja's own, whose inputs are the ones above (``_VERIFIED``): a
+      Jinja release that changes it turns the memo off instead of trusting it.
+    The keys are attributes the templates name on their objects, a bounded set; the memo is
+    cleared anyway if it ever grows past ``_MEMO_MAX``. tests/test_templates_sandbox.py compares
+    the memo with Jinja's verdicts."""
+
+    _MEMO_MAX = 4096
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe: dict[tuple[type, str], bool] = {}
+        self._token = abc.get_cache_token()
+
+    def is_safe_attribute(self, obj, attr: str, value) -> bool:
+        if type(attr) is not str or not _VERIFIED:
+            return super().is_safe_attribute(obj, attr, value)
+        if attr.startswith("_"):
+            return False                 # Jinja's first rule, whatever the object
+        tp = type(obj)
+        token = abc.get_cache_token()
+        if token != self._token:         # an ABC registration may have changed an isinstance answer
+            self._safe.clear()
+            self._token = token
+        key = (tp, attr)
+        found = self._safe.get(key)
+        if found is not None:
+            return found
+        verdict = super().is_safe_attribute(obj, attr, value)
+        if getattr(obj, "__class__", None) is tp:
+            if len(self._safe) >= self._MEMO_MAX:
+                self._safe.clear()
+            self._safe[key] = verdict
+        return verdict
+
+
+def _jinja_checks_are_known() -> bool:
+    """True when the sandbox's attribute check is the code the memo's reasoning is about (Jinja2
+    3.1: name rules, ``is_internal_attribute``, ``modifies_known_mutable``)."""
+    import jinja2.sandbox as sb
+
+    imm = ImmutableSandboxedEnvironment.is_safe_attribute
+    base = sb.SandboxedEnvironment.is_safe_attribute
+    try:
+        names = set(imm.__code__.co_names) | set(base.__code__.co_names)
+    except AttributeError:
+        return False
+    return names <= {"super", "is_safe_attribute", "startswith", "is_internal_attribute",
+                     "modifies_known_mutable"}
+
+
+_VERIFIED = _jinja_checks_are_known()
+
+
 class Renderer:
     """A sandboxed Jinja2 environment over the override directory and the shipped templates.
 
@@ -408,14 +495,17 @@ class Renderer:
         self.override_dir = Path(override_dir) if override_dir else None
         loaders = [FileSystemLoader(str(self.override_dir))] if self.override_dir else []
         loaders.append(FileSystemLoader(str(SHIPPED_DIR)))
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = _Sandbox(
             loader=ChoiceLoader(loaders),
             autoescape=select_autoescape(enabled_extensions=("html.j2", "htm.j2"), default_for_string=False,
                                          default=False),
             undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            # Each template file is read once per Renderer (a delivery pass makes its own): an edit
+            # applies from the next pass, never halfway through one (and no stat() per message).
+            auto_reload=False,
         )
-        self.env.filters["ngay"] = ngay
-        self.env.filters["ngay_so"] = ngay_so
+        self.env.filters["ngay"] = _memo(ngay)
+        self.env.filters["ngay_so"] = _memo(ngay_so)
         self.env.globals["SECTION_TITLES"] = SECTION_TITLES
         self.env.globals["KPI_STATUS_VI"] = KPI_STATUS_VI
 

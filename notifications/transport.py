@@ -65,7 +65,15 @@ class EmailJob:
 
 
 class JobSource(Protocol):
-    """Hands out prepared jobs (rendered digests) one at a time and records each outcome."""
+    """Hands out prepared jobs (rendered digests) one at a time and records each outcome.
+
+    ``run_channel`` calls, per connection and job: ``next_job()`` (rendered; None: nothing left) →
+    ``begin(job)`` (mark it "may reach the receiver from now on", staged) → ``flush()`` (commit what
+    is staged; shared by the connections that began a job in the same turn of the event loop) →
+    the first command → ``done(job, outcome)`` (the outcome, recorded and committed at once, before
+    that connection does anything else). ``begin`` and ``flush`` are optional (sources without a
+    database: the benchmark's transport rows).
+    """
 
     def next_job(self): ...
     def done(self, job, outcome: Outcome) -> None: ...
@@ -249,11 +257,45 @@ class WebhookChannel:
         return None
 
 
+class GroupCommit:
+    """``await commit()`` from several connections: one call of ``flush`` for all those that ask in
+    the same turn of the event loop (each after staging its in-flight mark), then each goes on. A
+    connection sends nothing before the flush that follows its ``begin`` has returned; if it fails,
+    every waiting connection stops without sending."""
+
+    def __init__(self, flush: Callable[[], None]):
+        self.flush = flush
+        self.waiting: asyncio.Future[None] | None = None
+        self.flushes = 0
+
+    async def __call__(self) -> None:
+        if self.waiting is None:
+            loop = asyncio.get_running_loop()
+            self.waiting = loop.create_future()
+            loop.call_soon(self._run)
+        await self.waiting
+
+    def _run(self) -> None:
+        fut, self.waiting = self.waiting, None
+        assert fut is not None
+        self.flushes += 1
+        try:
+            self.flush()
+        except BaseException as exc:       # noqa: BLE001 - handed to every waiting connection
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+
+
 async def run_channel(channel: Channel, source: JobSource, should_stop: Callable[[], bool] | None = None) -> None:
-    """Send everything ``source`` hands out on ``channel``: ``concurrency`` workers, each taking a
-    job, sending it on its connection and handing the outcome back (recorded and committed) before
-    its next job. A failure of the whole server stops every worker; the rest is deferred."""
+    """Send everything ``source`` hands out on ``channel``: ``concurrency`` workers, each with one
+    connection, taking a job, having its in-flight mark committed (``begin`` + a group ``flush``)
+    before the first command, sending it, and handing the outcome back (``done``: recorded and
+    committed at once) before its next job. A failure of the whole server stops every worker; the
+    rest is deferred."""
     should_stop = should_stop or (lambda: False)
+    begin: Callable | None = getattr(source, "begin", None)
+    committed = GroupCommit(getattr(source, "flush", lambda: None))
     down: list[str] = []
 
     async def worker() -> None:
@@ -263,8 +305,11 @@ async def run_channel(channel: Channel, source: JobSource, should_stop: Callable
                 job = source.next_job()
                 if job is None:
                     return
+                if begin is not None:
+                    begin(job)                     # in flight …
+                    await committed()              # … and durable before the first command
                 outcome = await conn.send(job)
-                source.done(job, outcome)          # the exactly-once window ends here (README)
+                source.done(job, outcome)          # committed here: the exactly-once window ends (README)
                 if outcome.server_down:
                     down.append(outcome.reason or "máy chủ không nhận thư")
         finally:

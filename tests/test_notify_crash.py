@@ -5,11 +5,18 @@ takes 10 ms per message. Once 60 messages were accepted the server kills the sen
 at the start of a transaction, at a moment when no other connection sits between an accepted
 message and its next command: that is the point the design promises to cover (every accepted
 message is recorded before the next command on its connection). The residual window, a kill between
-the server's "250" and the commit that follows, is documented in notifications/README.md.
+the end of a message's DATA and the commit that follows its "250", is documented in
+notifications/README.md. A message whose DATA another connection had finished sending but the
+server had not yet accepted (its 10 ms) when the sender was killed is in that window: the server
+refuses it (``KillingHandler``). Relying on aiosmtpd to cancel that DATA when it sees the
+connection close raced with the 10 ms, and lost now and then on a busy machine: the server then
+had one message more than the database recorded (“killed at 60, server 61, recorded 60”), though
+every message accepted before the kill was recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -32,6 +39,25 @@ from tests.conftest import CALENDAR, ROOT
 pytestmark = pytest.mark.slow   # SIGKILLs of notify mid-batch
 
 N = 200
+
+
+class KillingHandler(RecordingHandler):
+    """RecordingHandler whose DATA, once the sender was killed, is refused instead of accepted: a
+    message still being processed at the kill (the server had not answered 250) never counts as
+    received, whether or not aiosmtpd noticed the closed connection before its 10 ms were up."""
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.kill_pid is not None and self.killed_at is not None:
+            return "451 4.3.0 sender gone before the message was accepted"
+        saved, self.delay = self.delay, 0.0        # the delay is spent: the rest is RecordingHandler's
+        try:
+            return await super().handle_DATA(server, session, envelope)
+        finally:
+            self.delay = saved
+
+
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=TZ)
 
 
@@ -45,7 +71,7 @@ def test_sigkill_mid_batch_then_restart_delivers_each_exactly_once(tmp_path, db_
             add_notice(s, instance(s, "nam", f"u{i:04d}", "2026"), "remind-3")
         s.commit()
 
-    handler = RecordingHandler(delay=0.01)
+    handler = KillingHandler(delay=0.01)
     ctl = EphemeralController(handler)
     ctl.start()
     try:
@@ -66,7 +92,10 @@ def test_sigkill_mid_batch_then_restart_delivers_each_exactly_once(tmp_path, db_
         with session(db_url) as s:   # what the crash left: the rest still queued, nothing lost
             rows = s.exec(select(DeliveryRow)).all()
         assert len(rows) == N
-        assert sum(d.status == "sent" for d in rows) == before_restart
+        sent = sum(d.status == "sent" for d in rows)
+        # every message the server accepted (all before the kill) is recorded as sent: one that is
+        # not was followed by a next command on its connection before its outcome was committed
+        assert sent == before_restart, f"killed at {handler.killed_at}, server {before_restart}, recorded {sent}"
         in_flight = [d for d in rows if d.status == "pending" and d.maybe_sent]
         assert 1 <= len(in_flight) <= 3          # at most one per connection; the server never kept them
 

@@ -87,3 +87,73 @@ def test_other_escapes_are_refused(tmp_path, text) -> None:
     d.mkdir()
     (d / "digest.subject.j2").write_text(text, encoding="utf-8")
     assert any(e.line == 1 and e.file.endswith("digest.subject.j2") for e in check_templates(d))
+
+
+# --- the sandbox's remembered verdicts (render._Sandbox) ------------------------------------------
+
+
+def _probes():
+    """Objects of every kind Jinja's check distinguishes, and the names that matter for each."""
+    import collections
+    import types
+
+    def fn():
+        return None
+
+    class Plain:
+        def method(self):
+            return None
+
+    class Spoof:                           # says it is a list: isinstance() believes __class__
+        __class__ = list  # type: ignore[assignment]
+
+    gen = (i for i in ())
+    objs = [fn, Plain().method, Plain, Plain(), [], {}, set(), collections.deque(), "x", 1, gen,
+            fn.__code__, types.SimpleNamespace(), Spoof(), cycler_like := jinja2.utils.Cycler(1, 2)]
+    names = ["append", "pop", "update", "clear", "add", "mro", "func_globals", "__globals__", "gi_frame",
+             "gi_code", "f_globals", "co_code", "upper", "items", "keys", "method", "next", "reset",
+             "current", "_private", "__init__", "__class__", "real", "popitem", "extend"]
+    return [(o, n) for o in objs for n in names], cycler_like
+
+
+def test_remembered_verdicts_are_jinjas_own_even_after_an_abc_registration() -> None:
+    """Every (object, name) asked twice of the memoised sandbox gets Jinja's answer; a type that
+    becomes a MutableSequence by registration afterwards loses ``append`` at once."""
+    import collections.abc
+
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env, ref = Renderer().env, ImmutableSandboxedEnvironment()
+    probes, _ = _probes()
+    for _ in range(2):
+        for obj, name in probes:
+            value = getattr(obj, name, None)
+            assert env.is_safe_attribute(obj, name, value) == ref.is_safe_attribute(obj, name, value), (obj, name)
+
+    class Bag:
+        def append(self, x):
+            return None
+
+    bag = Bag()
+    assert env.is_safe_attribute(bag, "append", bag.append)           # remembered: safe
+    collections.abc.MutableSequence.register(Bag)
+    assert not ref.is_safe_attribute(bag, "append", bag.append)
+    assert not env.is_safe_attribute(bag, "append", bag.append)       # the memo did not outlive it
+
+
+def test_a_warm_sandbox_still_refuses_the_payload(tmp_path) -> None:
+    """After a full digest rendered through it (the memo filled), the same environment still
+    refuses the escape and the mutation."""
+    from jinja2.exceptions import SecurityError
+
+    r = Renderer()
+    probes, _ = _probes()
+    for obj, name in probes:
+        r.env.is_safe_attribute(obj, name, getattr(obj, name, None))
+    marker = tmp_path / "ran"
+    for _ in range(2):
+        with pytest.raises(SecurityError):
+            r.env.from_string(payload(marker)).render(cycler=jinja2.utils.Cycler(1))
+        with pytest.raises(SecurityError):
+            r.env.from_string("{{ xs.append(1) }}").render(xs=[])
+    assert not marker.exists()

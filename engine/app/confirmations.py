@@ -142,18 +142,78 @@ def link_for_digest(ses: Session, settings: Settings, delivery_id: int, unit: st
     return url_for(settings, row.id, row.nonce)
 
 
-def link_maker(settings: Settings) -> LinkMaker | None:
-    """What the delivery pass calls for each digest with reports of the recipient's own; None
-    when no secret is configured (digests then carry no link)."""
-    if not enabled(settings):
-        return None
+def links_for_digests(ses: Session, settings: Settings, wanted: list[tuple[int, str, list[int]]],
+                      now: datetime) -> dict[tuple[int, str], str]:
+    """``link_for_digest`` for a batch of digests (delivery id, unit, instance ids): one SELECT for
+    the rows they already have, the missing and widened ones written in one flush. Same rows, same
+    URLs as one call per digest; the caller commits (the delivery pass: with the next in-flight
+    mark, before any of these URLs leaves)."""
+    want: dict[tuple[int, str], list[int]] = {}
+    for did, unit, ids in wanted:
+        if did is not None and ids:
+            want[(int(did), unit)] = sorted({int(i) for i in ids} | set(want.get((int(did), unit), [])))
+    if not want:
+        return {}
+    rows: dict[tuple[int, str], UnitLinkRow] = {}
+    dids = sorted({d for d, _ in want})
+    for i in range(0, len(dids), 500):        # bounded IN lists
+        for row in ses.exec(select(UnitLinkRow).where(col(UnitLinkRow.delivery_id).in_(dids[i:i + 500]))).all():
+            key = (row.delivery_id, row.unit)
+            if key in want and key not in rows:   # the oldest row per (digest, unit), as .first() would
+                rows[key] = row
+    changed = False
+    for key, ids in want.items():
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = UnitLinkRow(unit=key[1], delivery_id=key[0], instance_ids=json.dumps(ids),
+                                          nonce=secrets.token_hex(12), purpose="digest", created_at=now,
+                                          expires_at=now + timedelta(days=settings.web.link_days))
+            ses.add(row)
+            changed = True
+        else:
+            have = set(json.loads(row.instance_ids or "[]"))
+            if not set(ids) <= have:
+                row.instance_ids = json.dumps(sorted(have | set(ids)))
+                ses.add(row)
+                changed = True
+    if changed:
+        ses.flush()
+    return {key: url_for(settings, row.id, row.nonce) for key, row in rows.items() if row.id is not None}
 
-    def make(ses: Session, d: DeliveryRow, unit: str, instance_ids: list[int], now: datetime) -> str | None:
+
+class DigestLinks:
+    """The delivery pass's LinkMaker: ``prepare`` makes the links of a chunk of digests at once
+    (``links_for_digests``, before any of them is sent); a call for a digest it covers then costs no
+    query. A digest it does not cover (or whose instances grew since) goes through
+    ``link_for_digest`` as before."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._ready: dict[tuple[int, str], tuple[frozenset[int], str]] = {}
+
+    def prepare(self, ses: Session, wanted: list[tuple[int, str, list[int]]], now: datetime) -> None:
+        urls = links_for_digests(ses, self.settings, wanted, now)
+        for did, unit, ids in wanted:
+            url = urls.get((did, unit))
+            if url is not None:
+                self._ready[(did, unit)] = (frozenset(int(i) for i in ids), url)
+
+    def __call__(self, ses: Session, d: DeliveryRow, unit: str, instance_ids: list[int], now: datetime) -> str | None:
         if d.id is None or not instance_ids:
             return None
-        return link_for_digest(ses, settings, d.id, unit, instance_ids, now)
+        ready = self._ready.pop((d.id, unit), None)
+        if ready is not None and {int(i) for i in instance_ids} <= ready[0]:
+            return ready[1]
+        return link_for_digest(ses, self.settings, d.id, unit, instance_ids, now)
 
-    return make
+
+def link_maker(settings: Settings) -> LinkMaker | None:
+    """What the delivery pass calls for each digest with reports of the recipient's own; None
+    when no secret is configured (digests then carry no link). It also offers ``prepare`` (a
+    chunk's links in one go: ``DigestLinks``)."""
+    if not enabled(settings):
+        return None
+    return DigestLinks(settings)
 
 
 # ─── resolving a token ──────────────────────────────────────────────────────────────────────────
