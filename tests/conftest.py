@@ -150,7 +150,11 @@ EXPECTED_SECONDS: dict[str, float] = {
     "tests/test_state.py": 6,
     "tests/test_web_browser.py": 5,
     "tests/test_rules_mutation.py": 5,
-    "tests/test_pass_chunks.py": 8,
+    "tests/test_pass_chunks.py": 20,
+    "tests/test_sync_bounded.py": 85,
+    "tests/test_browse_matrix_sql.py": 15,
+    "tests/test_dashboard_sql.py": 15,
+    "tests/test_delivery_pipeline.py": 10,
 }
 
 
