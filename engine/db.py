@@ -11,6 +11,7 @@ import os
 import sqlite3
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
@@ -39,6 +40,16 @@ def sqlite_path(url: str) -> Path | None:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
         return None
     return Path(u.database)
+
+
+def file_for_another_connection(raw: Any) -> str | None:
+    """The database file a second SQLite connection may open to see exactly what ``raw`` (a
+    sqlite3 connection) sees; None when ``raw`` has writes not yet committed (another connection
+    would not see them, and would wait for their lock) or the database is not a file."""
+    if raw.in_transaction:
+        return None
+    files = [file for _, name, file in raw.execute("PRAGMA database_list").fetchall() if name == "main"]
+    return files[0] if files and files[0] else None
 
 
 def secure_sqlite_files(path: Path, create: bool = False) -> None:

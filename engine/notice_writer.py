@@ -33,12 +33,13 @@ import queue
 import sqlite3
 import threading
 from datetime import date, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import chain
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlmodel import Session
 
+from engine.db import file_for_another_connection
 from engine.evaluation import NoticeIntent, OpenItem
 from engine.state import InstanceRow, NoticeRow
 
@@ -108,14 +109,12 @@ def _own_connection(session_raw: sqlite3.Connection) -> sqlite3.Connection | Non
     """A connection of the writer's own to the session's database file, in a transaction, with the
     session's lock timeout and durability; foreign keys unchecked (see the module's docstring).
     None when the session has uncommitted writes or the database is not a file."""
-    if session_raw.in_transaction:
-        return None
-    files = [f for _, name, f in session_raw.execute("PRAGMA database_list").fetchall() if name == "main"]
-    if not files or not files[0]:
+    path = file_for_another_connection(session_raw)
+    if path is None:
         return None
     (busy,) = session_raw.execute("PRAGMA busy_timeout").fetchone()
     (synchronous,) = session_raw.execute("PRAGMA synchronous").fetchone()
-    con = sqlite3.connect(files[0], isolation_level=None, check_same_thread=False)
+    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         con.execute(f"PRAGMA busy_timeout={int(busy)}")
         con.execute(f"PRAGMA synchronous={int(synchronous)}")
@@ -148,7 +147,6 @@ class NoticeWriter:
     def __init__(self, session: Session, as_of: date, now: datetime, *, write: bool = True,
                  marker: str | None = None):
         self.created = 0
-        self.marked = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._own: sqlite3.Connection | None = None
@@ -241,43 +239,36 @@ class NoticeWriter:
 
     def _write(self, intents: Sequence[NoticeIntent], link: bool, exhausted: Sequence[OpenItem]) -> None:
         if self._sqlite:
-            if intents:
-                self.created += self._write_sqlite(intents, link)
+            if intents:     # as_of and created_at come first in the statement's text
+                self.created += self._in_statements(intents, self._per_statement, partial(_sqlite_insert, link=link),
+                                                    (self._as_of, self._created_at))
             if exhausted:
-                self.marked += self._mark_sqlite(exhausted)
+                self._in_statements([it[:3] for it in exhausted], self._marks_per_statement, _sqlite_mark,
+                                    (self._marker, self._day))
         else:
             if intents:
                 self.created += self._write_pg(intents, link)
             if exhausted:
-                self.marked += self._mark_pg(exhausted)
+                self._mark_pg(exhausted)
 
-    def _write_sqlite(self, rows: Sequence[NoticeIntent], link: bool) -> int:
-        raw, tail = self._raw, (self._as_of, self._created_at)
+    def _in_statements(self, rows: Sequence[tuple[Any, ...]], limit: int, statement: Callable[[int], str],
+                       head: tuple[Any, ...]) -> int:
+        """``rows`` through ``statement(size)`` in statements of power-of-two sizes (the last rows
+        repeated up to the size; a repeat changes nothing), after the parameters ``head``; how many
+        rows changed."""
+        raw = self._raw
         before = raw.total_changes
         start = 0
-        for take, size in _cut(len(rows), self._per_statement):
+        for take, size in _cut(len(rows), limit):
             part = rows[start:start + take]
             padding = [part[-1]] * (size - take)
-            raw.execute(_sqlite_insert(size, link), [*tail, *chain.from_iterable(part), *chain.from_iterable(padding)])
-            start += take
-        return raw.total_changes - before
-
-    def _mark_sqlite(self, items: Sequence[OpenItem]) -> int:
-        raw, head = self._raw, (self._marker, self._day)
-        before = raw.total_changes
-        start = 0
-        for take, size in _cut(len(items), self._marks_per_statement):
-            part = items[start:start + take]
-            padding = [part[-1]] * (size - take)
-            raw.execute(_sqlite_mark(size), [*head, *chain.from_iterable(it[:3] for it in part),
-                                             *chain.from_iterable(it[:3] for it in padding)])
+            raw.execute(statement(size), [*head, *chain.from_iterable(part), *chain.from_iterable(padding)])
             start += take
         return raw.total_changes - before
 
     def _write_pg(self, rows: Iterable[NoticeIntent], link: bool) -> int:
         x = [f"x.{c}" for c in _FIELDS]
-        instance = ("(SELECT i.id FROM instances i WHERE (i.obligation, i.unit, i.period) = (x.obligation, x.unit, x.period))"
-                    if link else "NULL")
+        instance = _instance_of(x) if link else "NULL"
         with self._raw.cursor() as cur:
             with cur.copy(f"COPY {_PG_TEMP} ({', '.join(_FIELDS)}) FROM STDIN") as copy:
                 for r in rows:
@@ -288,11 +279,10 @@ class NoticeWriter:
             cur.execute(f"TRUNCATE {_PG_TEMP}")
         return created
 
-    def _mark_pg(self, items: Sequence[OpenItem]) -> int:
+    def _mark_pg(self, items: Sequence[OpenItem]) -> None:
         with self._raw.cursor() as cur:
             cur.execute("UPDATE instances i SET exhausted_rules = %s, exhausted_on = %s "
                         "FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(o, u, p) "
                         "WHERE (i.obligation, i.unit, i.period) = (v.o, v.u, v.p)",
                         (self._marker, self._day, [it.obligation for it in items], [it.unit for it in items],
                          [it.period for it in items]))
-            return cur.rowcount

@@ -36,6 +36,7 @@ from sqlalchemy import or_ as sa_or
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
+from engine.db import file_for_another_connection
 from engine.evaluation import OpenItem
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
@@ -190,14 +191,14 @@ def _pages(session: Session) -> Pages | None:
     dialect = session.get_bind().dialect.name
     raw = session.connection().connection.driver_connection
     if dialect == "sqlite":
-        if raw.in_transaction:                # uncommitted writes of this session: read them here
+        path = file_for_another_connection(raw)   # none: uncommitted writes or in memory, read here
+        if path is None:
             return None
         try:
             raw.execute("SELECT json_array(1)").fetchone()
         except sqlite3.Error:                 # built without JSON functions
             return None
-        files = [file for _, name, file in raw.execute("PRAGMA database_list").fetchall() if name == "main"]
-        return partial(_sqlite_pages, files[0]) if files and files[0] else None
+        return partial(_sqlite_pages, path)
     if dialect == "postgresql":
         with raw.cursor() as cur:             # an xid is assigned at this transaction's first write
             if cur.execute("SELECT txid_current_if_assigned()").fetchone()[0] is not None:
