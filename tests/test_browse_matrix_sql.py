@@ -25,7 +25,7 @@ from engine.app.config import Settings
 from engine.app.services import open_session
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow
-from tests.web_support import Console
+from tests.web_support import Console, status_facts
 
 TODAY = date(2026, 12, 16)         # 18/12 is 2 working days away: some reports are "due soon"
 DAYS = (date(2026, 12, 2), TODAY, date(2027, 1, 18))   # the console's day, the statuses' day, a due day
@@ -134,22 +134,7 @@ def _spread(con: Console) -> Counter[str]:
         conn = ses.connection()
         rows = conn.execute(sa.select(InstanceRow.id, InstanceRow.due).order_by(InstanceRow.id)).all()
         for iid, due in rows:
-            k = iid % 11
-            values: dict[str, object] = {}
-            if k == 0:
-                values = {"submitted_on": due - timedelta(days=2), "closed": True}            # on time
-            elif k == 1 and due < TODAY:
-                values = {"submitted_on": min(due + timedelta(days=9), TODAY), "closed": True}  # late
-            elif k == 2:
-                values = {"waived": True, "closed": True}
-            elif k == 3:
-                values = {"awaiting_since": min(due + timedelta(days=1), TODAY)}
-            elif k == 4:
-                values = {"submitted_on": TODAY + timedelta(days=3), "closed": True}          # recorded later
-            elif k == 5:
-                values = {"awaiting_since": TODAY + timedelta(days=1)}
-            elif k == 6 and iid % 3 == 0:
-                values = {"active": False}
+            values = status_facts(iid % 11, iid, due, TODAY)
             if values:
                 conn.execute(sa.update(InstanceRow).where(InstanceRow.id == iid).values(**values))
         # history the years offered must include: a retired instance of 2024, a waived one of 2029

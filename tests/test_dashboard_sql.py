@@ -27,7 +27,7 @@ from engine.app.services import open_session
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow
 from engine.status import classify
-from tests.web_support import Console
+from tests.web_support import Console, status_facts
 
 TODAY = date(2026, 12, 16)           # the day the statuses below are spread around
 DAYS = sorted({date(2026, m, d) for m in (1, 2, 4, 6, 9, 11) for d in (5, 20)}
@@ -101,20 +101,8 @@ def _spread(con: Console) -> tuple[str, str]:
             values: dict[str, object] = {}
             if unit in (sat_unit, sun_unit):
                 values = {"waived": True, "closed": True}
-            elif k == 0:
-                values = {"submitted_on": due - timedelta(days=2), "closed": True}            # on time
-            elif k == 1 and due < TODAY:
-                values = {"submitted_on": min(due + timedelta(days=9), TODAY), "closed": True}  # late
-            elif k == 2:
-                values = {"waived": True, "closed": True}
-            elif k == 3:
-                values = {"awaiting_since": min(due + timedelta(days=1), TODAY)}
-            elif k == 4:
-                values = {"submitted_on": TODAY + timedelta(days=3), "closed": True}          # recorded later
-            elif k == 5:
-                values = {"awaiting_since": TODAY + timedelta(days=1)}
-            elif k == 6 and iid % 3 == 0:
-                values = {"active": False}
+            elif k <= 6:
+                values = status_facts(k, iid, due, TODAY)
             elif k == 7:
                 values = {"submitted_on": due, "closed": True}                                 # on the day
             elif k == 8 and iid % 2 == 0:                                                      # last year, open

@@ -8,7 +8,7 @@ seeded installation, logged-in clients for both roles, and the CSRF token of a s
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -98,3 +98,24 @@ def text_of(html: str) -> str:
     """The visible text of a page, whitespace collapsed (for asserting what a user reads)."""
     html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def status_facts(k: int, iid: int, due: date, today: date) -> dict[str, object]:
+    """Facts giving an instance one of the statuses a page counts as of ``today``, by ``k``
+    (0–6: on time, late, waived, awaiting a confirmation, submitted after today, awaiting from after
+    today, retired for every third ``iid``); {} for any other ``k`` (the caller's own cases)."""
+    if k == 0:
+        return {"submitted_on": due - timedelta(days=2), "closed": True}            # on time
+    if k == 1 and due < today:
+        return {"submitted_on": min(due + timedelta(days=9), today), "closed": True}  # late
+    if k == 2:
+        return {"waived": True, "closed": True}
+    if k == 3:
+        return {"awaiting_since": min(due + timedelta(days=1), today)}
+    if k == 4:
+        return {"submitted_on": today + timedelta(days=3), "closed": True}          # recorded later
+    if k == 5:
+        return {"awaiting_since": today + timedelta(days=1)}
+    if k == 6 and iid % 3 == 0:
+        return {"active": False}
+    return {}
