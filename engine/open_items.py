@@ -36,7 +36,7 @@ from sqlalchemy import or_ as sa_or
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
-from engine.db import file_for_another_connection
+from engine.db import file_for_another_connection, sqlite_uri
 from engine.evaluation import OpenItem
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
@@ -63,6 +63,10 @@ Row = tuple[str, str, str, Any, Any]   # obligation, unit, period, due, sent sta
 # What the reader hands over per chunk: a flat list (SQLite) or rows (PostgreSQL, the session).
 Chunk = tuple[bool, list[Any]]
 NEVER = "-"         # an exhaustion marker no instance carries (markers are hex digests)
+# The first page is one chunk, so the pass starts at once; later pages grow to this many chunks:
+# each page takes the GIL back from the evaluating thread (a wait of up to its switch interval),
+# and fewer, larger pages keep the reader ahead of the pass (benchmarks/bench_evaluation_pass.py).
+_PAGE_GROWTH = 4
 
 
 def lookahead(pack: RulePack, today: date) -> date:
@@ -106,8 +110,11 @@ class OpenItemChunks:
             return
         while True:
             kind, value = self._queue.get()
-            if kind == "rows":
-                yield self._items(value)
+            if kind == "rows":        # a page may hold several chunks (see _read)
+                flat, values = value
+                step = self._size * (_WIDTH if flat else 1)
+                for start in range(0, len(values), step):
+                    yield self._items((flat, values[start:start + step]))
             elif kind == "error":
                 raise value
             else:
@@ -133,6 +140,7 @@ class OpenItemChunks:
     def _items(self, chunk: Chunk) -> list[OpenItem]:
         flat, values = chunk
         policy_of, supervisor_of, days, empty = self._policy_of, self._supervisor_of, self._days, self._empty
+        new = tuple.__new__       # OpenItem's own __new__ is a Python call: this is half the cost
         out: list[OpenItem] = []
         append = out.append
         if flat:
@@ -151,7 +159,7 @@ class OpenItemChunks:
                 due = day
             if sent:                          # SQLite: "stage,stage" (stage ids have no comma)
                 sent = frozenset(sent.split(",") if isinstance(sent, str) else sent)
-            append(OpenItem(ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit]))
+            append(new(OpenItem, (ob_id, unit, period, due, policy, "open", sent or empty, supervisor_of[unit])))
         return out
 
     # -- the reader thread ----------------------------------------------------------------------
@@ -159,8 +167,10 @@ class OpenItemChunks:
         try:
             with pages() as page:             # one snapshot for every chunk
                 last: tuple[str, str, str] = ("", "", "")
+                size = self._size
                 while not self._stop.is_set():
-                    chunk = page(horizon, live, last, self._size)
+                    chunk = page(horizon, live, last, size)
+                    size = min(size * 2, self._size * _PAGE_GROWTH)
                     flat, values = chunk
                     if not values:
                         break
@@ -209,7 +219,7 @@ def _pages(session: Session) -> Pages | None:
 
 @contextmanager
 def _sqlite_pages(path: str) -> Iterator[Page]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    con = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, isolation_level=None, check_same_thread=False)
     try:
         con.execute("PRAGMA busy_timeout=30000")
         con.execute("BEGIN")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -173,28 +174,25 @@ def kpi_summary_intent(pack: RulePack, today: date) -> NoticeIntent | None:
                         "kpi_summary", 0, 0)
 
 
-def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = False,
-             evaluator: DurableEvaluator | PythonEvaluator | None = None,
-             tracking_start: date | None = None) -> EvalReport:
-    """One pass at ``now``: open instances and slipping KPI items through the evaluator, notices
-    written idempotently (plus this ISO week's KPI summary for the secretariat, once). A broken KPI
-    folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same.
-    KPI items honour ``tracking_start``, by default the one the last sync tracked from
-    (engine.sync.tracking_start_in_force), so they follow the same go-live rule as the reports."""
+def _kpi_part(session: Session, pack: RulePack, today: date, tracking_start: date | None,
+              ev: DurableEvaluator | PythonEvaluator) -> tuple[list[OpenItem], str | None, NoticeIntent | None]:
+    """The slipping KPI items a pass evaluates, why they were skipped (or None), and this week's
+    summary for the secretariat if it is not in the outbox yet."""
     from engine.sync import tracking_start_in_force
 
-    today = now.date()
     kpi_start = tracking_start if tracking_start is not None else tracking_start_in_force(session, pack)
-    ev = evaluator or evaluator_for(pack)
     kpi: list[OpenItem] = []
     kpi_error = None
+    # PostgreSQL: a failed statement aborts the transaction; a savepoint keeps what the caller has
+    # not committed yet, and what the pass's reader may already have read of it.
+    savepoint = session.begin_nested() if session.get_bind().dialect.name == "postgresql" else nullcontext()
     try:
-        kpi = kpi_open_items(session, pack, today, kpi_start)
+        with savepoint:
+            kpi = kpi_open_items(session, pack, today, kpi_start)
     except RulePackInvalid as exc:       # a typo in rules/kpi must not stop the reminders
         kpi_error = f"tệp chỉ tiêu không hợp lệ: {exc}"
         log.warning("KPI items skipped: %s", kpi_error, extra={"event": "kpi_invalid"})
     except Exception as exc:             # nor must a KPI bug: logged loudly, reminders go on
-        session.rollback()               # PostgreSQL: a failed statement aborts the transaction
         kpi_error = f"{type(exc).__name__}: {exc}"
         log.exception("KPI items skipped", extra={"event": "kpi_failed"})
     if kpi and KPI_POLICY_ID not in ev.policies:
@@ -207,31 +205,46 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
         if summary is not None and session.execute(
                 sa_select(NoticeRow.id).where(NoticeRow.key == summary.key)).first() is not None:
             summary = None
+    return kpi, kpi_error, summary
+
+
+def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = False,
+             evaluator: DurableEvaluator | PythonEvaluator | None = None,
+             tracking_start: date | None = None) -> EvalReport:
+    """One pass at ``now``: open instances and slipping KPI items through the evaluator, notices
+    written idempotently (plus this ISO week's KPI summary for the secretariat, once). A broken KPI
+    folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same.
+    KPI items honour ``tracking_start``, by default the one the last sync tracked from
+    (engine.sync.tracking_start_in_force), so they follow the same go-live rule as the reports."""
+    today = now.date()
+    ev = evaluator or evaluator_for(pack)
     intents: list[NoticeIntent] = []
     created = considered = 0
     # Chunk by chunk: the reader thread fetches the next chunk and the writer thread inserts the
     # previous chunk's notices while this one is evaluated (engine/open_items.py,
     # engine/notice_writer.py). The evaluator keeps nothing between calls, so the notices are the
-    # same as one call over everything (tests/test_pipeline.py). KPI items come last.
+    # same as one call over everything (tests/test_pipeline.py). KPI items are found while the
+    # reader fetches its first page, and evaluated last.
     # Instances with nothing left to send are marked and not read again under the same rules
     # (engine/open_items.py): the backlog of reports never submitted does not slow every pass.
     # The cyclic garbage collector waits meanwhile: items and intents form no cycles, and its walks
     # over them would cost a fifth of the pass (engine/gcpause.py).
     marker = exhaustion_marker(pack)
-    with gc_paused(), OpenItemChunks(session, pack, today, PASS_CHUNK, marker) as chunks, \
-            NoticeWriter(session, today, now, write=not dry_run, marker=marker) as writer:
-        for items in chunks:
-            considered += len(items)
-            exhausted: list[OpenItem] = []
-            found = ev.evaluate(items, today, pack.calendar, exhausted)
-            writer.put(found, exhausted=exhausted)
-            intents.extend(found)
-        if kpi:
-            found = ev.evaluate(kpi, today, pack.calendar)
-            if summary is not None:
-                found.append(summary)
-            writer.put(found, link=False)
-            intents.extend(found)
+    with gc_paused(), OpenItemChunks(session, pack, today, PASS_CHUNK, marker) as chunks:
+        kpi, kpi_error, summary = _kpi_part(session, pack, today, tracking_start, ev)
+        with NoticeWriter(session, today, now, write=not dry_run, marker=marker) as writer:
+            for items in chunks:
+                considered += len(items)
+                exhausted: list[OpenItem] = []
+                found = ev.evaluate(items, today, pack.calendar, exhausted)
+                writer.put(found, exhausted=exhausted)
+                intents.extend(found)
+            if kpi:
+                found = ev.evaluate(kpi, today, pack.calendar)
+                if summary is not None:
+                    found.append(summary)
+                writer.put(found, link=False)
+                intents.extend(found)
     if not dry_run:
         created = writer.created
     report = EvalReport(as_of=today, open_items=considered, considered=considered, intents=len(intents),

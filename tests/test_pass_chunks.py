@@ -175,6 +175,91 @@ def test_the_open_instances_index_migration_matches_the_model(db_url: str) -> No
     assert "WHERE" in sql.upper() and "closed" in sql and "active" in sql
 
 
+def test_the_reader_walks_the_open_instances_index_alone(db_url: str) -> None:
+    """0013: the partial index holds every column the reader reads of an open instance, so SQLite
+    answers a page from the index without a lookup in the table (the plan says COVERING); the
+    migration matches the model and its downgrade restores the index of 0010."""
+    from engine.open_items import _CHUNK_SQL
+    from tests.support import check_migration
+
+    def columns(inspector) -> list[str]:
+        (ix,) = [i for i in inspector.get_indexes("instances") if i["name"] == "ix_instances_open_key"]
+        return ix["column_names"]
+
+    for down in check_migration(db_url, ("instances",), {"instances": InstanceRow}, "0012"):
+        assert columns(down) == ["obligation", "unit", "period"]
+    from sqlalchemy import inspect
+    assert columns(inspect(get_engine(db_url)))[:4] == ["obligation", "unit", "period", "due"]
+    if db_url.startswith("sqlite"):
+        with get_engine(db_url).connect() as c:
+            plan = " ".join(r[-1] for r in c.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + _CHUNK_SQL, ("2026-03-20", "-", "2026-03-02", "", "", "", 10)).fetchall())
+        assert "USING COVERING INDEX ix_instances_open_key" in plan
+
+
+def test_a_kpi_failure_keeps_what_the_session_has_not_committed(db_url: str, pack, monkeypatch) -> None:
+    """A KPI bug whose statement fails (on PostgreSQL that aborts the transaction) is reported and
+    the reminders go on: the caller's uncommitted write stays, and the pass sees it."""
+    populate(db_url, pack)
+    with session(db_url) as s:
+        items = load_open_items(s, pack, AS_OF)
+    paused = items[len(items) // 2]
+
+    def broken(session, *args, **kwargs):
+        session.execute(text("SELECT no_such_column FROM instances"))
+
+    monkeypatch.setattr(pipeline, "kpi_open_items", broken)
+    with Session(get_engine(db_url)) as s:
+        s.execute(text("UPDATE instances SET chase_paused = true WHERE obligation = :o AND unit = :u AND period = :p"),
+                  {"o": paused.obligation, "u": paused.unit, "p": paused.period})
+        rep = evaluate(s, pack, NOW)
+        assert rep.kpi_error and "no_such_column" in rep.kpi_error
+    with session(db_url) as s:
+        assert s.execute(text("SELECT count(*) FROM instances WHERE chase_paused = true AND obligation = :o "
+                              "AND unit = :u AND period = :p"),
+                         {"o": paused.obligation, "u": paused.unit, "p": paused.period}).scalar() == 1
+        keys = set(s.exec(select(NoticeRow.key).where(NoticeRow.as_of == AS_OF)).all())
+    owed = PythonEvaluator(effective_policies(pack)).evaluate(items, AS_OF, pack.calendar)
+    assert keys == {n.key for n in owed if (n.obligation, n.unit, n.period) != paused[:3]} - _sent_before(db_url)
+    assert len(keys) > 300
+
+
+def _sent_before(url: str) -> set[str]:
+    with session(url) as s:
+        return set(s.exec(select(NoticeRow.key).where(NoticeRow.as_of != AS_OF)).all())
+
+
+def test_after_a_pass_the_database_file_itself_holds_the_notices(tmp_path, pack) -> None:
+    """The pass's writer leaves copying the -wal back into the database file to a background
+    checkpoint (engine/db.py): once it is done the file alone, without its -wal, has every notice."""
+    import shutil
+
+    from engine.db import wait_for_checkpoints
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    populate(url, pack, n=3000)
+    with session(url) as s:
+        created = evaluate(s, pack, NOW).created
+    assert created > 500
+    assert wait_for_checkpoints(timeout=30)
+    shutil.copyfile(tmp_path / "state.db", tmp_path / "alone.db")      # the main file only
+    import sqlite3
+    con = sqlite3.connect(tmp_path / "alone.db")
+    try:
+        assert con.execute("SELECT count(*) FROM notices WHERE as_of = '2026-03-02'").fetchone()[0] == created
+    finally:
+        con.close()
+
+
+def test_a_checkpoint_of_a_file_that_is_gone_creates_nothing(tmp_path) -> None:
+    from engine.db import checkpoint_soon, wait_for_checkpoints
+
+    gone = tmp_path / "gone.db"
+    checkpoint_soon(str(gone))
+    assert wait_for_checkpoints(timeout=10)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- exhausted instances (nothing left to send) are marked and not read again ----------------------
 
 def _keys(url: str) -> set[str]:
