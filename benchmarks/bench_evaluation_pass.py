@@ -13,6 +13,10 @@ Population (worst case): every open instance is due within ±15 days of the eval
 (02/03/2026), so nearly all of them are posted to the engine; a quarter already have their
 earlier stages in the outbox. Each pass starts from a fresh copy of the prepared database, so every
 run writes the same notices.
+
+On SQLite the pass returns once its notices are committed; copying its -wal back into the database
+file is left to a background checkpoint (engine/db.py). The table shows how long after the pass
+that checkpoint finished, and the ratio with that time counted in too.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
         prepare(pg.create_db(template), pack, n)
     evaluator = DurableEvaluator(pack.policies, batch=True)
     oracle = PythonEvaluator(pack.policies)
-    passes, durable, python, ratios, checkpoints, created = [], [], [], [], [], 0
+    passes, durable, python, ratios, checkpoints, with_ckpt, created = [], [], [], [], [], [], 0
     for r in range(runs):
         if pg is None:
             db = tmp / f"run-{n}-{r}.db"
@@ -130,6 +134,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
             wait_for_checkpoints()        # SQLite: the -wal copied back on a background thread
             checkpoints.append(time.perf_counter() - t0 - passes[-1])
         ratios.append(passes[-1] / durable[-1])
+        with_ckpt.append((passes[-1] + checkpoints[-1]) / durable[-1])
         created = rep.created
         eng.dispose()
         if pg is None:
@@ -139,7 +144,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
     return {"n": n, "items": rep.considered, "created": created, "pass": statistics.median(passes),
             "pass_min": min(passes), "durable": statistics.median(durable), "python": statistics.median(python),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "rss": rss_mb(),
-            "checkpoint": statistics.median(checkpoints)}
+            "checkpoint": statistics.median(checkpoints), "with_ckpt": statistics.median(with_ckpt)}
 
 
 def main() -> None:
@@ -152,8 +157,8 @@ def main() -> None:
           f"load average {__import__('os').getloadavg()[0]:.1f}, {'PostgreSQL' if args.pg else 'SQLite'}")
     print("| open instances | notices written | whole pass (s, median) | min | durable-rules alone (s) "
           "| pass ÷ durable (median of runs) | range | plain-Python evaluator (s) | peak RSS (MiB) "
-          "| checkpoint after the pass (s, background) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| checkpoint after the pass (s, background) | (pass + checkpoint) ÷ durable |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     pg = None
     if args.pg:
         from tests.pgserver import PgServer
@@ -164,7 +169,7 @@ def main() -> None:
                 r = run(n, args.runs, Path(tmp), pg)
                 print(f"| {r['n']:,} | {r['created']:,} | {r['pass']:.2f} | {r['pass_min']:.2f} | "
                       f"{r['durable']:.2f} | **{r['ratio']:.2f}×** | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | "
-                      f"{r['python']:.2f} | {r['rss']:.0f} | {r['checkpoint']:.3f} |", flush=True)
+                      f"{r['python']:.2f} | {r['rss']:.0f} | {r['checkpoint']:.3f} | {r['with_ckpt']:.2f}× |", flush=True)
     finally:
         if pg is not None:
             pg.stop()
