@@ -361,3 +361,23 @@ def test_a_pass_after_uncommitted_writes_of_the_session_commits_both(tmp_path, p
                            "wd_before, wd_late, as_of, created_at, status, attempts) VALUES "
                            "('x', 999999, 'o', 'u', 'p', 's', 'reminder', 'u', 0, 0, '2026-03-02', '2026-03-02', 'pending', 0)"))
             s.commit()
+
+
+def test_a_database_in_a_folder_named_with_uri_characters(tmp_path, pack) -> None:
+    """The reader and the checkpoint open the file by a ``file:`` URI: a '#', '?' or '%' in the
+    folder's name is escaped, so the pass reads on its own connection and the checkpoint copies
+    into the same file (not one cut at the '#')."""
+    from engine.db import wait_for_checkpoints
+    from engine.open_items import _pages
+
+    folder = tmp_path / "bao cao #1 ?50%"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'state.db'}"
+    populate(url, pack)
+    want = expected(url, pack)
+    with session(url) as s:
+        assert _pages(s) is not None                 # its own connection, not the session's
+        rep = evaluate(s, pack, NOW)
+    assert rep.created == len(want) and written(url) == want
+    assert wait_for_checkpoints(timeout=30)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("state.db")) == []
