@@ -24,8 +24,9 @@ exists by construction, and checking it again cost 30 % of the writing. When the
 writes of its own not yet committed (another connection would wait for its lock for ever), or the
 database is in memory, the writer uses the session's connection and the caller commits, as on
 PostgreSQL. Its COMMIT does not copy the -wal back into the database file (25 MB after 90,000
-notices, half the wait at the end of the pass): a background checkpoint does (engine/db.py). While the writer runs, the thread that started it must not use the session's
-connection (``evaluate`` only evaluates meanwhile).
+notices, half the wait at the end of the pass): a background checkpoint does (engine/db.py). While
+the writer runs, the thread that started it must not use the session's connection (``evaluate``
+only evaluates meanwhile).
 """
 
 from __future__ import annotations
