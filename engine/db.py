@@ -139,51 +139,10 @@ def secure_sqlite_files(path: Path, create: bool = False) -> None:
 SQLITE_HEAP_LIMIT = 8 * 1024 * 1024
 
 
-# An evaluation pass's own reader and writer connections (engine/open_items.py,
-# engine/notice_writer.py) may each cache this much while the pass runs, and the soft limit above is
-# raised by as much meanwhile: at 1,000,000 open instances the writer's inserts into the notices'
-# indexes missed a 2 MiB cache all the time (writer CPU 10.3 → 7.3 s,
-# benchmarks/bench_evaluation_pass.py). The connections close with the pass, which gives the memory
-# back; a daemon's daily pass touches a few hundred pages.
-PASS_CACHE_KIB = 64 * 1024
-_heap_lock = threading.Lock()
-_heap_lifts = 0
-
-
-def lift_heap_limit(con: sqlite3.Connection) -> None:
-    """Give ``con`` (a pass's own connection, just opened) a cache of PASS_CACHE_KIB and raise the
-    process's soft heap limit by as much until ``restore_heap_limit(con)``."""
-    global _heap_lifts
-    con.execute(f"PRAGMA cache_size=-{PASS_CACHE_KIB}")
-    with _heap_lock:
-        _heap_lifts += 1
-        _set_heap_limit(con)
-
-
-def restore_heap_limit(con: sqlite3.Connection) -> None:
-    """Undo ``lift_heap_limit(con)`` (before ``con`` is closed)."""
-    global _heap_lifts
-    with _heap_lock:
-        _heap_lifts -= 1
-        _set_heap_limit(con)
-
-
-def _heap_limit_now() -> int:
-    """The soft heap limit in force: the daemon's, raised by the passes' connections now open."""
-    if SQLITE_HEAP_LIMIT <= 0:    # 0: no limit at all, nothing to raise
-        return 0
-    return SQLITE_HEAP_LIMIT + _heap_lifts * PASS_CACHE_KIB * 1024
-
-
-def _set_heap_limit(con: sqlite3.Connection) -> None:
-    con.execute(f"PRAGMA soft_heap_limit={_heap_limit_now()}")
-
-
 def _sqlite_pragmas(busy_ms: int):
     def on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
         cur = dbapi_conn.cursor()
-        with _heap_lock:            # the whole process's: idempotent (with a pass's lift, if one runs)
-            cur.execute(f"PRAGMA soft_heap_limit={_heap_limit_now()}")
+        cur.execute(f"PRAGMA soft_heap_limit={SQLITE_HEAP_LIMIT}")   # the whole process's: idempotent
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")

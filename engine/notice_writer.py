@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlmodel import Session
 
-from engine.db import checkpoint_soon, file_for_another_connection, lift_heap_limit, restore_heap_limit
+from engine.db import checkpoint_soon, file_for_another_connection
 from engine.evaluation import NoticeIntent, OpenItem
 from engine.state import InstanceRow, NoticeRow
 
@@ -123,7 +123,6 @@ def _own_connection(session_raw: sqlite3.Connection) -> sqlite3.Connection | Non
         con.execute("PRAGMA foreign_keys=OFF")
         con.execute("PRAGMA wal_autocheckpoint=0")   # checkpointed after COMMIT, off the pass (engine/db.py)
         con.execute("BEGIN")
-        lift_heap_limit(con)
     except BaseException:
         con.close()
         raise
@@ -220,7 +219,6 @@ class NoticeWriter:
                 else:
                     own.execute("ROLLBACK")
             finally:
-                restore_heap_limit(own)
                 own.close()
         if exc is None and self._error is not None:
             raise self._error

@@ -36,7 +36,7 @@ from sqlalchemy import or_ as sa_or
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
-from engine.db import file_for_another_connection, lift_heap_limit, restore_heap_limit, sqlite_uri
+from engine.db import file_for_another_connection, sqlite_uri
 from engine.evaluation import OpenItem
 from engine.rules_loader import RulePack
 from engine.state import InstanceRow, NoticeRow
@@ -221,11 +221,6 @@ def _pages(session: Session) -> Pages | None:
 def _sqlite_pages(path: str) -> Iterator[Page]:
     con = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, isolation_level=None, check_same_thread=False)
     try:
-        lift_heap_limit(con)
-    except BaseException:
-        con.close()
-        raise
-    try:
         con.execute("PRAGMA busy_timeout=30000")
         con.execute("BEGIN")
 
@@ -237,7 +232,6 @@ def _sqlite_pages(path: str) -> Iterator[Page]:
         yield page
         con.execute("COMMIT")
     finally:
-        restore_heap_limit(con)
         con.close()
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 import engine.pipeline as pipeline
 from engine.clock import TZ
-from engine.db import SQLITE_HEAP_LIMIT, get_engine, migrate, session
+from engine.db import get_engine, migrate, session
 from engine.evaluation import PythonEvaluator
 from engine.pipeline import effective_policies, evaluate, load_open_items
 from engine.rules_loader import load_pack
@@ -134,7 +134,6 @@ def test_a_failing_write_stops_the_pass_with_nothing_committed(tmp_path, pack, m
         evaluate(s, pack, NOW)
     assert len(written(url)) == before == 0
     assert our_threads() == []
-    assert _soft_heap_limit(url) == SQLITE_HEAP_LIMIT       # the pass's lift undone, even so
 
 
 def test_a_failing_evaluation_stops_both_threads(tmp_path, pack, monkeypatch) -> None:
@@ -382,34 +381,3 @@ def test_a_database_in_a_folder_named_with_uri_characters(tmp_path, pack) -> Non
     assert rep.created == len(want) and written(url) == want
     assert wait_for_checkpoints(timeout=30)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("state.db")) == []
-
-
-def _soft_heap_limit(url: str) -> int:
-    with get_engine(url).connect() as c:
-        return c.exec_driver_sql("PRAGMA soft_heap_limit").scalar()
-
-
-def test_a_pass_raises_the_sqlite_heap_limit_for_its_own_connections_only_while_it_runs(tmp_path, pack,
-                                                                                          monkeypatch) -> None:
-    """The reader's and the writer's connections get large caches while the pass runs (engine/db.py,
-    PASS_CACHE_KIB) and the process's soft heap limit is raised by as much meanwhile; afterwards it
-    is back where the daemon keeps it."""
-    import engine.db as db
-
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    populate(url, pack)
-    seen: list[int] = []
-    real = pipeline.NoticeWriter.put
-
-    def put(self, *args, **kwargs):
-        seen.append(_soft_heap_limit(url))
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline.NoticeWriter, "put", put)
-    monkeypatch.setattr(pipeline, "PASS_CHUNK", 200)
-    assert _soft_heap_limit(url) == SQLITE_HEAP_LIMIT
-    with session(url) as s:
-        assert evaluate(s, pack, NOW).created > 300
-    # the writer's lift at least (the reader may have read its last page and closed by then)
-    assert seen and min(seen) >= SQLITE_HEAP_LIMIT + db.PASS_CACHE_KIB * 1024
-    assert _soft_heap_limit(url) == SQLITE_HEAP_LIMIT
