@@ -103,6 +103,8 @@ def _checkpoints() -> None:
                 return
             path = next(iter(_ckpt_files))
             del _ckpt_files[path]
+        if not os.path.exists(path + "-wal"):   # nothing to copy (its last connection did), or gone
+            continue
         try:
             con = sqlite3.connect(sqlite_uri(path, "rw"), uri=True, isolation_level=None)
             try:
