@@ -13,10 +13,6 @@ Population (worst case): every open instance is due within ±15 days of the eval
 (02/03/2026), so nearly all of them are posted to the engine; a quarter already have their
 earlier stages in the outbox. Each pass starts from a fresh copy of the prepared database, so every
 run writes the same notices.
-
-On SQLite the pass returns once its notices are committed; copying its -wal back into the database
-file is left to a background checkpoint (engine/db.py). The table shows how long after the pass
-that checkpoint finished, and the ratio with that time counted in too.
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ from sqlalchemy import insert, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from engine.clock import TZ  # noqa: E402
-from engine.db import get_engine, make_engine, migrate, wait_for_checkpoints  # noqa: E402
+from engine.db import get_engine, make_engine, migrate  # noqa: E402
 from engine.evaluation import DurableEvaluator, PythonEvaluator  # noqa: E402
 from engine.pipeline import evaluate, load_open_items  # noqa: E402
 from engine.rules_loader import load_pack  # noqa: E402
@@ -107,7 +103,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
         prepare(pg.create_db(template), pack, n)
     evaluator = DurableEvaluator(pack.policies, batch=True)
     oracle = PythonEvaluator(pack.policies)
-    passes, durable, python, ratios, checkpoints, with_ckpt, created = [], [], [], [], [], [], 0
+    passes, durable, python, ratios, created = [], [], [], [], 0
     for r in range(runs):
         if pg is None:
             db = tmp / f"run-{n}-{r}.db"
@@ -131,10 +127,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
             t0 = time.perf_counter()
             rep = evaluate(s, pack, NOW, evaluator=evaluator)
             passes.append(time.perf_counter() - t0)
-            wait_for_checkpoints()        # SQLite: the -wal copied back on a background thread
-            checkpoints.append(time.perf_counter() - t0 - passes[-1])
         ratios.append(passes[-1] / durable[-1])
-        with_ckpt.append((passes[-1] + checkpoints[-1]) / durable[-1])
         created = rep.created
         eng.dispose()
         if pg is None:
@@ -143,8 +136,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
     evaluator.close()
     return {"n": n, "items": rep.considered, "created": created, "pass": statistics.median(passes),
             "pass_min": min(passes), "durable": statistics.median(durable), "python": statistics.median(python),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "rss": rss_mb(),
-            "checkpoint": statistics.median(checkpoints), "with_ckpt": statistics.median(with_ckpt)}
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios), "rss": rss_mb()}
 
 
 def main() -> None:
@@ -169,7 +161,7 @@ def main() -> None:
                 r = run(n, args.runs, Path(tmp), pg)
                 print(f"| {r['n']:,} | {r['created']:,} | {r['pass']:.2f} | {r['pass_min']:.2f} | "
                       f"{r['durable']:.2f} | **{r['ratio']:.2f}×** | {r['ratio_min']:.2f}–{r['ratio_max']:.2f} | "
-                      f"{r['python']:.2f} | {r['rss']:.0f} | {r['checkpoint']:.3f} | {r['with_ckpt']:.2f}× |", flush=True)
+                      f"{r['python']:.2f} | {r['rss']:.0f} |", flush=True)
     finally:
         if pg is not None:
             pg.stop()

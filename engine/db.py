@@ -7,10 +7,8 @@ existing one readable by others is tightened to at most 0640 when it is opened.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
-import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -58,62 +56,6 @@ def sqlite_uri(path: str, mode: str) -> str:
     """A ``file:`` URI for ``sqlite3.connect(..., uri=True)`` that opens ``path`` as it is (a '?',
     '#' or '%' in a directory name is escaped) with ``mode`` ("ro", "rw": never creates a file)."""
     return f"{Path(path).absolute().as_uri()}?mode={mode}"
-
-
-# -- checkpoints after a large write ---------------------------------------------------------------
-# In WAL mode a commit appends the changed pages to the -wal file, and once it holds more than 1,000
-# pages the committing connection copies them back into the database file ("checkpoint") before its
-# COMMIT returns. After an evaluation pass that wrote 90,000 notices that copy is 25 MB and half of
-# the pass's wait at its end, for nothing the pass needs: the commit is durable without it. As
-# SQLite's documentation suggests (wal.html, "application-initiated checkpoints"), such a writer turns
-# its automatic checkpoint off and asks for one here: a thread of its own copies the pages while the
-# caller goes on (the sqlite3 module releases the GIL meanwhile). A checkpoint that does not run (the
-# process ends first) loses nothing: the pages stay in the -wal file and the next connection's
-# checkpoint copies them.
-_log = logging.getLogger("dondoc.db")
-_ckpt = threading.Condition()
-_ckpt_files: dict[str, None] = {}             # files waiting for a checkpoint, in order, once each
-_ckpt_thread: threading.Thread | None = None
-
-
-def checkpoint_soon(path: str) -> None:
-    """Copy the -wal file of the SQLite database ``path`` into it on a background thread (passive:
-    it waits for no reader or writer and copies what it can)."""
-    global _ckpt_thread
-    with _ckpt:
-        _ckpt_files[path] = None
-        if _ckpt_thread is None:
-            _ckpt_thread = threading.Thread(target=_checkpoints, name="sqlite-checkpoint", daemon=True)
-            _ckpt_thread.start()
-
-
-def wait_for_checkpoints(timeout: float | None = None) -> bool:
-    """Wait until every checkpoint asked for is done (benchmarks, tests); False on timeout."""
-    with _ckpt:
-        return _ckpt.wait_for(lambda: _ckpt_thread is None, timeout)
-
-
-def _checkpoints() -> None:
-    global _ckpt_thread
-    while True:
-        with _ckpt:
-            if not _ckpt_files:
-                _ckpt_thread = None
-                _ckpt.notify_all()
-                return
-            path = next(iter(_ckpt_files))
-            del _ckpt_files[path]
-        if not os.path.exists(path + "-wal"):   # nothing to copy (its last connection did), or gone
-            continue
-        try:
-            con = sqlite3.connect(sqlite_uri(path, "rw"), uri=True, isolation_level=None)
-            try:
-                con.execute("PRAGMA busy_timeout=5000")
-                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                con.close()
-        except sqlite3.Error as exc:          # the file is gone, or busy: the next checkpoint copies it
-            _log.debug("checkpoint of %s skipped: %s", path, exc)
 
 
 def secure_sqlite_files(path: Path, create: bool = False) -> None:

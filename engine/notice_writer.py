@@ -23,9 +23,7 @@ unchecked: each notice's instance id is looked up by the same statement that ins
 exists by construction, and checking it again cost 30 % of the writing. When the session has
 writes of its own not yet committed (another connection would wait for its lock for ever), or the
 database is in memory, the writer uses the session's connection and the caller commits, as on
-PostgreSQL. Its COMMIT does not copy the -wal back into the database file (25 MB after 90,000
-notices, half the wait at the end of the pass): a background checkpoint does (engine/db.py). While
-the writer runs, the thread that started it must not use the session's connection (``evaluate``
+PostgreSQL. While the writer runs, the thread that started it must not use the session's connection (``evaluate``
 only evaluates meanwhile).
 """
 
@@ -41,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlmodel import Session
 
-from engine.db import checkpoint_soon, file_for_another_connection
+from engine.db import file_for_another_connection
 from engine.evaluation import NoticeIntent, OpenItem
 from engine.state import InstanceRow, NoticeRow
 
@@ -121,7 +119,6 @@ def _own_connection(session_raw: sqlite3.Connection) -> sqlite3.Connection | Non
         con.execute(f"PRAGMA busy_timeout={int(busy)}")
         con.execute(f"PRAGMA synchronous={int(synchronous)}")
         con.execute("PRAGMA foreign_keys=OFF")
-        con.execute("PRAGMA wal_autocheckpoint=0")   # checkpointed after COMMIT, off the pass (engine/db.py)
         con.execute("BEGIN")
     except BaseException:
         con.close()
@@ -213,9 +210,6 @@ class NoticeWriter:
             try:
                 if exc is None and self._error is None:
                     own.execute("COMMIT")
-                    path = file_for_another_connection(own)
-                    if path is not None:
-                        checkpoint_soon(path)
                 else:
                     own.execute("ROLLBACK")
             finally:

@@ -229,37 +229,6 @@ def _sent_before(url: str) -> set[str]:
         return set(s.exec(select(NoticeRow.key).where(NoticeRow.as_of != AS_OF)).all())
 
 
-def test_after_a_pass_the_database_file_itself_holds_the_notices(tmp_path, pack) -> None:
-    """The pass's writer leaves copying the -wal back into the database file to a background
-    checkpoint (engine/db.py): once it is done the file alone, without its -wal, has every notice."""
-    import shutil
-
-    from engine.db import wait_for_checkpoints
-
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    populate(url, pack, n=3000)
-    with session(url) as s:
-        created = evaluate(s, pack, NOW).created
-    assert created > 500
-    assert wait_for_checkpoints(timeout=30)
-    shutil.copyfile(tmp_path / "state.db", tmp_path / "alone.db")      # the main file only
-    import sqlite3
-    con = sqlite3.connect(tmp_path / "alone.db")
-    try:
-        assert con.execute("SELECT count(*) FROM notices WHERE as_of = '2026-03-02'").fetchone()[0] == created
-    finally:
-        con.close()
-
-
-def test_a_checkpoint_of_a_file_that_is_gone_creates_nothing(tmp_path) -> None:
-    from engine.db import checkpoint_soon, wait_for_checkpoints
-
-    gone = tmp_path / "gone.db"
-    checkpoint_soon(str(gone))
-    assert wait_for_checkpoints(timeout=10)
-    assert list(tmp_path.iterdir()) == []
-
-
 # -- exhausted instances (nothing left to send) are marked and not read again ----------------------
 
 def _keys(url: str) -> set[str]:
@@ -364,10 +333,8 @@ def test_a_pass_after_uncommitted_writes_of_the_session_commits_both(tmp_path, p
 
 
 def test_a_database_in_a_folder_named_with_uri_characters(tmp_path, pack) -> None:
-    """The reader and the checkpoint open the file by a ``file:`` URI: a '#', '?' or '%' in the
-    folder's name is escaped, so the pass reads on its own connection and the checkpoint copies
-    into the same file (not one cut at the '#')."""
-    from engine.db import wait_for_checkpoints
+    """The reader opens the file by a ``file:`` URI: a '#', '?' or '%' in the folder's name is
+    escaped, so the pass reads on its own connection (not a file cut at the '#')."""
     from engine.open_items import _pages
 
     folder = tmp_path / "bao cao #1 ?50%"
@@ -379,5 +346,4 @@ def test_a_database_in_a_folder_named_with_uri_characters(tmp_path, pack) -> Non
         assert _pages(s) is not None                 # its own connection, not the session's
         rep = evaluate(s, pack, NOW)
     assert rep.created == len(want) and written(url) == want
-    assert wait_for_checkpoints(timeout=30)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("state.db")) == []

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import MetaData, inspect, select
 from sqlmodel import Session
 
 from engine.clock import TZ
-from engine.db import get_engine, make_engine, wait_for_checkpoints
+from engine.db import get_engine, make_engine
 from engine.evaluation import DurableEvaluator, NoticeIntent
 from engine.pipeline import effective_policies, evaluate
 from engine.rules_loader import RulePack
@@ -115,7 +114,7 @@ def simulate(source_url: str, pack: RulePack, start: date, end: date, hour: int 
     at = time(hour, minute)
     out: list[tuple[date, NoticeIntent]] = []
     resync = _unit_boundaries(pack, start, end)
-    with _scratch("dondoc-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dondoc-sim-") as tmp:
         path = Path(tmp) / "sim.db"
         copy_state(source_url, f"sqlite:///{path}", cache=False)
         engine = _sqlite_file_engine(path)
@@ -133,18 +132,6 @@ def simulate(source_url: str, pack: RulePack, start: date, end: date, hour: int 
         finally:
             engine.dispose()
     return out
-
-
-@contextmanager
-def _scratch(prefix: str) -> Iterator[str]:
-    """A temporary folder for scratch databases, removed only once the background checkpoints their
-    passes asked for are done (engine/db.py): a checkpoint opening a file while the folder is being
-    deleted recreates its -wal/-shm and the removal fails ("Directory not empty")."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        try:
-            yield tmp
-        finally:
-            wait_for_checkpoints(timeout=30)
 
 
 def _unit_boundaries(pack: RulePack, start: date, end: date) -> set[date]:
@@ -217,7 +204,7 @@ def simulate_pair(source_url: str, live: RulePack, staged: RulePack, start: date
     """
     horizon = max(HORIZON_DAYS, (end - start).days + HORIZON_DAYS)
     first = datetime.combine(start, at, tzinfo=TZ)
-    with _scratch("dondoc-preview-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dondoc-preview-") as tmp:
         live_db, staged_db = Path(tmp) / "live.db", Path(tmp) / "staged.db"
         copy_state(source_url, f"sqlite:///{live_db}", cache=False)
         eng = _sqlite_file_engine(live_db)
