@@ -148,9 +148,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {__import__('os').getloadavg()[0]:.1f}, {'PostgreSQL' if args.pg else 'SQLite'}")
     print("| open instances | notices written | whole pass (s, median) | min | durable-rules alone (s) "
-          "| pass ÷ durable (median of runs) | range | plain-Python evaluator (s) | peak RSS (MiB) "
-          "| checkpoint after the pass (s, background) | (pass + checkpoint) ÷ durable |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| pass ÷ durable (median of runs) | range | plain-Python evaluator (s) | peak RSS (MiB) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     pg = None
     if args.pg:
         from tests.pgserver import PgServer

@@ -23,8 +23,8 @@ unchecked: each notice's instance id is looked up by the same statement that ins
 exists by construction, and checking it again cost 30 % of the writing. When the session has
 writes of its own not yet committed (another connection would wait for its lock for ever), or the
 database is in memory, the writer uses the session's connection and the caller commits, as on
-PostgreSQL. While the writer runs, the thread that started it must not use the session's connection (``evaluate``
-only evaluates meanwhile).
+PostgreSQL. While the writer runs, the thread that started it must not use the session's
+connection (``evaluate`` only evaluates meanwhile).
 """
 
 from __future__ import annotations
