@@ -28,7 +28,9 @@ each one was reproduced on this machine):
 * The Python ``Host`` cannot remove a ruleset, and ``delete_ruleset`` alone leaks the per-session
   state (~0.25 MB per ruleset once an event was posted). ``close()`` calls ``delete_state`` and then
   ``delete_ruleset`` on the C engine, which frees it completely
-  (tests/test_evaluation_reload.py measures it).
+  (tests/test_evaluation_reload.py measures it). After a FAILED post, ``delete_state`` reads
+  uninitialised memory of the half-processed session (valgrind) and crashed the process in most
+  runs: that session's state is then left allocated and only the ruleset is deleted.
 """
 
 from __future__ import annotations
@@ -458,11 +460,16 @@ class _DirectDriver:
         self._run(_dre.assert_events(self.handle, _encode(events)), {e["id"]: e for e in events})
 
 
-def _free(handle: int | None) -> None:
-    """Free a ruleset completely: its session state first (``delete_ruleset`` alone leaks it)."""
+def _free(handle: int | None, *, state: bool = True) -> None:
+    """Free a ruleset completely: its session state first (``delete_ruleset`` alone leaks it).
+
+    ``state=False`` after a failed post: the C engine's ``deleteStateNode`` then reads
+    uninitialised memory of the half-processed session (valgrind; a segfault or abort in most
+    runs), so that session's state is left allocated, a bounded leak per engine failure."""
     if handle is None:
         return
-    for call in (lambda: _dre.delete_state(handle, _SID), lambda: _dre.delete_ruleset(handle)):
+    calls = (lambda: _dre.delete_state(handle, _SID), lambda: _dre.delete_ruleset(handle))
+    for call in calls if state else calls[1:]:
         try:
             call()
         except Exception:   # no session yet / already gone: nothing to free
@@ -569,14 +576,15 @@ class DurableEvaluator:
         self._driver = cls(definition, self._collector.on_action)
 
     def _reset(self) -> None:
-        """After a failed call the session may hold queued actions: start from a clean ruleset."""
-        self._close_driver()
+        """After a failed call the session may hold queued actions: start from a clean ruleset,
+        without freeing the failed session's state (unsafe in the C engine, see ``_free``)."""
+        self._close_driver(state=False)
         self._open_driver()
 
-    def _close_driver(self) -> None:
+    def _close_driver(self, *, state: bool = True) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            _free(driver.handle)
+            _free(driver.handle, state=state)
             if isinstance(driver, _HostDriver):
                 driver.host = None
 

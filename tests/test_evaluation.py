@@ -359,6 +359,56 @@ def test_unconsumed_event_is_detected_and_does_not_leak(mode: str) -> None:
         assert stages(ev.evaluate([owed], d("2026-02-23"), CAL)) == [("due-today", "so-khcn", 0, 0)]
 
 
+_AFTER_FAILURE = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from datetime import date
+from test_evaluation import CAL, POLICIES, MODES, NoFallThrough, item
+from engine.evaluation import DurableEvaluator, EngineInvariantError
+
+class Raises(DurableEvaluator):   # the collector fails half-way through a batch's actions
+    def _open_driver(self):
+        super()._open_driver()
+        on_action = self._driver._on_action if hasattr(self._driver, "_on_action") else None
+        calls = [0]
+        def failing(rule, event):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise KeyError("boom")
+            return self._collector.on_action(rule, event)
+        if on_action is not None:
+            self._driver._on_action = failing
+
+day = date(2026, 2, 23)
+owed, sent = item("2026-02-23"), item("2026-02-23", unit="so-tc", sent_stages=frozenset({"due-today"}))
+for cls in (NoFallThrough, Raises):
+    for mode in ("direct-batch", "host-batch", "direct-single", "host-single"):
+        for _ in range(3):
+            with cls(POLICIES, **MODES[mode]) as ev:
+                try:
+                    ev.evaluate([owed, sent, item("2026-02-23", unit="so-yt")], day, CAL)
+                except (EngineInvariantError, KeyError):
+                    pass
+                assert len(ev.evaluate([owed], day, CAL)) == 1
+print("ok")
+"""
+
+
+def test_a_failed_post_does_not_crash_the_process(tmp_path: Path) -> None:
+    """After a failed post the evaluator starts a fresh ruleset; freeing the failed session's state
+    made the C engine read uninitialised memory (valgrind) and crash the daemon. glibc's
+    MALLOC_PERTURB_ fills fresh memory with a pattern, which turns that read into a crash every time."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "after_failure.py"
+    script.write_text(_AFTER_FAILURE, encoding="utf-8")
+    env = {**os.environ, "MALLOC_PERTURB_": "165", "PYTHONMALLOC": "malloc"}
+    done = subprocess.run([sys.executable, str(script), str(ROOT), str(ROOT / "tests")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_calls_are_independent() -> None:
     items = [item("2026-02-23"), item("2026-04-22", unit="so-tc")]
     with DurableEvaluator(POLICIES, batch=True) as ev:
