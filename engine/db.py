@@ -58,6 +58,18 @@ def sqlite_uri(path: str, mode: str) -> str:
     return f"{Path(path).absolute().as_uri()}?mode={mode}"
 
 
+def checkpoint(session: Session) -> None:
+    """Copy SQLite's write-ahead log back into the database file (PASSIVE: waits for no one).
+
+    An evaluation pass's writer commits without doing so (engine/notice_writer.py); the daemon
+    calls this after its evaluation job, else the next connection to commit would copy the pass's
+    long WAL back. No-op on PostgreSQL."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    session.connection().exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    session.commit()
+
+
 def secure_sqlite_files(path: Path, create: bool = False) -> None:
     """Create the database file 0600 if missing (``create``); tighten it and its companions if others
     can read them."""

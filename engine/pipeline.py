@@ -210,16 +210,19 @@ def _kpi_part(session: Session, pack: RulePack, today: date, tracking_start: dat
 
 def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = False,
              evaluator: DurableEvaluator | PythonEvaluator | None = None,
-             tracking_start: date | None = None) -> EvalReport:
+             tracking_start: date | None = None, keep_notices: bool = True) -> EvalReport:
     """One pass at ``now``: open instances and slipping KPI items through the evaluator, notices
     written idempotently (plus this ISO week's KPI summary for the secretariat, once). A broken KPI
     folder is reported in ``kpi_error`` and logged; the reports are evaluated all the same.
     KPI items honour ``tracking_start``, by default the one the last sync tracked from
-    (engine.sync.tracking_start_in_force), so they follow the same go-live rule as the reports."""
+    (engine.sync.tracking_start_in_force), so they follow the same go-live rule as the reports.
+    ``keep_notices=False`` (the daemon): the report counts the notices but does not list them, so
+    each chunk's are freed once written (at 100,000 items, keeping them cost the garbage collector's
+    first walk after the pass ≈17 ms and their release ≈8 ms)."""
     today = now.date()
     ev = evaluator or evaluator_for(pack)
     intents: list[NoticeIntent] = []
-    created = considered = 0
+    created = considered = owed = 0
     # Chunk by chunk: the reader thread fetches the next chunk and the writer thread inserts the
     # previous chunk's notices while this one is evaluated (engine/open_items.py,
     # engine/notice_writer.py). The evaluator keeps nothing between calls, so the notices are the
@@ -238,16 +241,20 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
                 exhausted: list[OpenItem] = []
                 found = ev.evaluate(items, today, pack.calendar, exhausted)
                 writer.put(found, exhausted=exhausted)
-                intents.extend(found)
+                owed += len(found)
+                if keep_notices:
+                    intents.extend(found)
             if kpi:
                 found = ev.evaluate(kpi, today, pack.calendar)
                 if summary is not None:
                     found.append(summary)
                 writer.put(found, link=False)
-                intents.extend(found)
+                owed += len(found)
+                if keep_notices:
+                    intents.extend(found)
     if not dry_run:
         created = writer.created
-    report = EvalReport(as_of=today, open_items=considered, considered=considered, intents=len(intents),
+    report = EvalReport(as_of=today, open_items=considered, considered=considered, intents=owed,
                         notices=intents, kpi_items=len(kpi), kpi_error=kpi_error, created=created)
     if dry_run:
         session.rollback()

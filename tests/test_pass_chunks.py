@@ -6,6 +6,7 @@ and no thread left behind."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from dataclasses import replace as dc_replace
 from datetime import date, datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from sqlmodel import Session, select
 
 import engine.pipeline as pipeline
 from engine.clock import TZ
-from engine.db import get_engine, migrate, session
+from engine.db import checkpoint, get_engine, migrate, session
 from engine.evaluation import PythonEvaluator
 from engine.pipeline import effective_policies, evaluate, load_open_items
 from engine.rules_loader import load_pack
@@ -342,3 +343,66 @@ def test_a_database_in_a_folder_named_with_uri_characters(tmp_path, pack) -> Non
         rep = evaluate(s, pack, NOW)
     assert rep.created == len(want) and written(url) == want
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("state.db")) == []
+
+
+def test_the_daemons_pass_counts_its_notices_without_listing_them(db_url: str, pack) -> None:
+    """``keep_notices=False`` (the daemon's call): the same notices written and counted, none kept."""
+    populate(db_url, pack)
+    want = expected(db_url, pack)
+    with session(db_url) as s:
+        rep = evaluate(s, pack, NOW, keep_notices=False)
+    assert (rep.created, rep.intents, rep.notices) == (len(want), len(want), [])
+    assert written(db_url) == want
+
+
+def test_the_pass_writer_leaves_the_checkpoint_to_the_daemon(tmp_path) -> None:
+    """The pass's writer commits without copying the write-ahead log back into the database file
+    (SQLite would at this size: more than 1,000 pages); ``checkpoint`` does it afterwards."""
+    from engine.evaluation import NoticeIntent
+    from engine.notice_writer import NoticeWriter
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    migrate(url)
+    main = tmp_path / "state.db"
+    intents = [NoticeIntent(f"kpi:muc-tieu-{k}", f"u{k % 40:03d}", f"cham:{k}", "overdue", f"u{k % 40:03d}", "kpi", 0, 3)
+               for k in range(20_000)]
+    with session(url) as s:
+        checkpoint(s)
+        before = main.stat().st_size
+        with NoticeWriter(s, AS_OF, NOW) as writer:
+            writer.put(intents, link=False)
+        s.commit()
+        assert writer.created == 20_000
+        assert (tmp_path / "state.db-wal").stat().st_size > 1000 * 4096
+        assert main.stat().st_size == before        # committed in the log, not copied back yet
+        checkpoint(s)
+        assert main.stat().st_size > before
+        assert s.exec(select(NoticeRow.id)).all().__len__() == 20_000
+
+
+def test_the_daemons_evaluation_job_checkpoints_after_the_pass(tmp_path, pack) -> None:
+    """After its evaluation job the daemon's database file holds the pass's notices: no long log is
+    left for whichever connection commits next (a lease renewal, a unit's confirmation)."""
+    from engine.app.daemon import Daemon, DaemonConfig
+    from engine.simclock import Clock
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    populate(url, pack, n=12_000)
+    want = expected(url, pack)
+    main = tmp_path / "state.db"
+    with session(url) as s:
+        checkpoint(s)
+    before = main.stat().st_size
+    d = Daemon(DaemonConfig(rules_dir=RULES, calendar_dir=CALENDAR, db_url=url, clock=Clock(NOW, 1.0)))
+    d.pack = pack
+    d._synced = (pack, NOW.date())                   # the instances above, not the seed pack's own
+    d.job_evaluate()
+    assert [row[0] for row in written(url)] == [row[0] for row in want]   # created_at: the clock's moment
+    grown = main.stat().st_size
+    assert grown > before
+    con = sqlite3.connect(main)
+    try:                                              # nothing was left in the log to copy back
+        assert con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        con.close()
+    assert main.stat().st_size == grown
