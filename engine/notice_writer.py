@@ -28,7 +28,8 @@ automatic checkpoint: ≈60 ms at 100,000 notices, ≈0.6 s at 1,000,000, upkeep
 the pass's work): the daemon does it after its evaluation job, outside its rules lock
 (``engine.db.checkpoint``); elsewhere SQLite does at the next commit of another connection or when
 the last connection closes. The benchmark counts it beside the pass. While the writer runs, the thread that started it must not use the session's
-connection (``evaluate`` only evaluates meanwhile).
+connection (``evaluate`` only evaluates meanwhile) unless ``session_free`` says the writer has
+its own.
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ class NoticeWriter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._own: sqlite3.Connection | None = None
+        # Whether the caller may go on using the session's connection while the writer runs: the
+        # writer writes on a connection of its own, or nothing at all.
+        self.session_free = not write
         if not write:                   # a dry run: nothing is written, nothing is set up
             return
         dialect = session.get_bind().dialect
@@ -165,6 +169,7 @@ class NoticeWriter:
         if self._sqlite:
             self._own = _own_connection(self._raw)
             self._raw = self._own or self._raw
+            self.session_free = self._own is not None
             self._as_of = _bind(table.c.as_of, as_of, dialect)
             self._created_at = _bind(table.c.created_at, now, dialect)
             self._day = _bind(InstanceRow.__table__.c.exhausted_on, as_of, dialect)
