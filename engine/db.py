@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,46 @@ def secure_sqlite_files(path: Path, create: bool = False) -> None:
 SQLITE_HEAP_LIMIT = 8 * 1024 * 1024
 
 
+# What a large evaluation pass's writer (engine/notice_writer.py) may cache once it has written
+# _BIG_PASS_ROWS notices, the soft limit above raised by as much until it closes: at 1,000,000 open
+# instances its inserts into the notices' indexes missed a 2 MiB cache all the time (writer CPU
+# 10.3 → 7.4 s, benchmarks/bench_evaluation_pass.py). Only past that size: a daemon's daily passes
+# (a province: a few thousand notices) never lift it, so their memory stays as the soak measured.
+PASS_CACHE_KIB = 64 * 1024
+_heap_lock = threading.Lock()
+_heap_lifts = 0
+
+
+def lift_heap_limit(con: sqlite3.Connection) -> None:
+    """Give ``con`` (a pass's own connection) a cache of PASS_CACHE_KIB and raise the process's soft
+    heap limit by as much until ``restore_heap_limit(con)``."""
+    global _heap_lifts
+    con.execute(f"PRAGMA cache_size=-{PASS_CACHE_KIB}")
+    with _heap_lock:
+        _heap_lifts += 1
+        con.execute(f"PRAGMA soft_heap_limit={_heap_limit_now()}")
+
+
+def restore_heap_limit(con: sqlite3.Connection) -> None:
+    """Undo ``lift_heap_limit(con)`` (before ``con`` is closed, which frees its cache)."""
+    global _heap_lifts
+    with _heap_lock:
+        _heap_lifts -= 1
+        con.execute(f"PRAGMA soft_heap_limit={_heap_limit_now()}")
+
+
+def _heap_limit_now() -> int:
+    """The soft heap limit in force: the daemon's, raised by the large passes running now."""
+    if SQLITE_HEAP_LIMIT <= 0:    # 0: no limit at all, nothing to raise
+        return 0
+    return SQLITE_HEAP_LIMIT + _heap_lifts * PASS_CACHE_KIB * 1024
+
+
 def _sqlite_pragmas(busy_ms: int):
     def on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA soft_heap_limit={SQLITE_HEAP_LIMIT}")   # the whole process's: idempotent
+        with _heap_lock:            # the whole process's: idempotent (with a large pass's lift, if one runs)
+            cur.execute(f"PRAGMA soft_heap_limit={_heap_limit_now()}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlmodel import Session
 
-from engine.db import file_for_another_connection
+from engine.db import file_for_another_connection, lift_heap_limit, restore_heap_limit
 from engine.evaluation import NoticeIntent, OpenItem
 from engine.state import InstanceRow, NoticeRow
 
@@ -65,6 +65,9 @@ _PER_ROW = len(_FIELDS)
 # back once, and that waits up to the switch interval (5 ms) behind the evaluating thread.
 _MIN_ROWS, _MAX_ROWS = 16, 4096
 _PG_TEMP = "dondoc_notices_in"
+# Notices written after which the writer's own connection gets a larger cache (engine/db.py,
+# PASS_CACHE_KIB): a pass this large is a national or benchmark one, not a daemon's daily pass.
+_BIG_PASS_ROWS = 100_000
 
 
 def _select(v: Sequence[str], as_of: str, created_at: str, source: str, instance: str) -> str:
@@ -156,6 +159,8 @@ class NoticeWriter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._own: sqlite3.Connection | None = None
+        self._rows = 0
+        self._lifted = False
         # Whether the caller may go on using the session's connection while the writer runs: the
         # writer writes on a connection of its own, or nothing at all.
         self.session_free = not write
@@ -223,7 +228,11 @@ class NoticeWriter:
                 else:
                     own.execute("ROLLBACK")
             finally:
-                own.close()
+                try:
+                    if self._lifted:
+                        restore_heap_limit(own)
+                finally:
+                    own.close()
         if exc is None and self._error is not None:
             raise self._error
 
@@ -252,6 +261,10 @@ class NoticeWriter:
             if intents:     # as_of and created_at come first in the statement's text
                 self.created += self._in_statements(intents, self._per_statement, partial(_sqlite_insert, link=link),
                                                     (self._as_of, self._created_at))
+                self._rows += len(intents)
+                if self._rows >= _BIG_PASS_ROWS and self._own is not None and not self._lifted:
+                    lift_heap_limit(self._own)
+                    self._lifted = True
             if exhausted:
                 self._in_statements([it[:3] for it in exhausted], self._marks_per_statement, _sqlite_mark,
                                     (self._marker, self._day))

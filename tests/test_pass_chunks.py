@@ -406,3 +406,41 @@ def test_the_daemons_evaluation_job_checkpoints_after_the_pass(tmp_path, pack) -
     finally:
         con.close()
     assert main.stat().st_size == grown
+
+
+def test_only_a_large_pass_lifts_the_writers_cache_and_it_gives_the_limit_back(tmp_path, pack, monkeypatch) -> None:
+    """Past _BIG_PASS_ROWS notices the writer's own connection gets PASS_CACHE_KIB of cache and the
+    process's SQLite soft heap limit rises by as much; after the pass it is the daemon's again. A
+    smaller pass (the daemon's daily one) changes nothing."""
+    import engine.db as db
+    import engine.notice_writer as notice_writer
+
+    seen: list[tuple[int, int]] = []
+    real = notice_writer.lift_heap_limit
+
+    def spy(con: sqlite3.Connection) -> None:
+        real(con)
+        seen.append((con.execute("PRAGMA cache_size").fetchone()[0], con.execute("PRAGMA soft_heap_limit").fetchone()[0]))
+
+    monkeypatch.setattr(notice_writer, "lift_heap_limit", spy)
+    monkeypatch.setattr(pipeline, "PASS_CHUNK", 100)
+
+    def heap_limit(url: str) -> int:
+        with session(url) as s:
+            return s.connection().exec_driver_sql("PRAGMA soft_heap_limit").scalar_one()
+
+    small = f"sqlite:///{tmp_path / 'small.db'}"
+    populate(small, pack)
+    with session(small) as s:
+        evaluate(s, pack, NOW)
+    assert seen == []
+
+    monkeypatch.setattr(notice_writer, "_BIG_PASS_ROWS", 200)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    populate(url, pack)
+    want = expected(url, pack)
+    with session(url) as s:
+        assert evaluate(s, pack, NOW).created == len(want)
+    assert written(url) == want
+    assert seen == [(-db.PASS_CACHE_KIB, db.SQLITE_HEAP_LIMIT + db.PASS_CACHE_KIB * 1024)]
+    assert heap_limit(url) == db.SQLITE_HEAP_LIMIT
