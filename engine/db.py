@@ -62,9 +62,9 @@ def sqlite_uri(path: str, mode: str) -> str:
 def checkpoint(session: Session) -> None:
     """Copy SQLite's write-ahead log back into the database file (PASSIVE: waits for no one).
 
-    An evaluation pass's writer commits without doing so (engine/notice_writer.py); the daemon
-    calls this after its evaluation job, else the next connection to commit would copy the pass's
-    long WAL back. No-op on PostgreSQL."""
+    An evaluation pass's writer commits without doing so (engine/notice_writer.py): SQLite then does
+    it at the next commit of another connection. The benchmark calls this to time that work beside
+    the pass. No-op on PostgreSQL."""
     if session.get_bind().dialect.name != "sqlite":
         return
     session.connection().exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

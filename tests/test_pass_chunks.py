@@ -380,24 +380,23 @@ def test_the_pass_writer_leaves_the_checkpoint_to_the_daemon(tmp_path) -> None:
         assert s.exec(select(NoticeRow.id)).all().__len__() == 20_000
 
 
-def test_the_daemons_evaluation_job_checkpoints_after_the_pass(tmp_path, pack) -> None:
-    """After its evaluation job the daemon's database file holds the pass's notices: no long log is
-    left for whichever connection commits next (a lease renewal, a unit's confirmation)."""
-    from engine.app.daemon import Daemon, DaemonConfig
-    from engine.simclock import Clock
-
+def test_the_next_commit_of_another_connection_copies_the_pass_back(tmp_path, pack) -> None:
+    """The pass's writer leaves its log to SQLite's automatic checkpoint: the next commit of an
+    ordinary connection of ours (in the daemon: the lease's renewal, the delivery pass) copies it
+    back into the database file, so no long log is left behind."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    populate(url, pack, n=12_000)
+    populate(url, pack, n=20_000)                   # ≈1,400 pages of log: past SQLite's 1,000-page mark
     want = expected(url, pack)
     main = tmp_path / "state.db"
     with session(url) as s:
         checkpoint(s)
     before = main.stat().st_size
-    d = Daemon(DaemonConfig(rules_dir=RULES, calendar_dir=CALENDAR, db_url=url, clock=Clock(NOW, 1.0)))
-    d.pack = pack
-    d._synced = (pack, NOW.date())                   # the instances above, not the seed pack's own
-    d.job_evaluate()
-    assert [row[0] for row in written(url)] == [row[0] for row in want]   # created_at: the clock's moment
+    with session(url) as s:
+        evaluate(s, pack, NOW, keep_notices=False)
+    assert main.stat().st_size == before and written(url) == want
+    with session(url) as s:                          # any small write and its commit
+        s.execute(text("UPDATE instances SET period_label = 'sửa' WHERE id = 1"))
+        s.commit()
     grown = main.stat().st_size
     assert grown > before
     con = sqlite3.connect(main)

@@ -42,7 +42,7 @@ from sqlmodel import Session
 
 from engine.app.memtrim import release_free_memory
 from engine.app.rulesholder import fingerprint
-from engine.db import checkpoint, get_engine, is_transient_db_error, make_engine
+from engine.db import get_engine, is_transient_db_error, make_engine
 from engine.errors import RuleError, RulePackInvalid, display_path
 from engine.leader import Heartbeat, leadership_for
 from engine.rules_loader import RulePack, load_pack
@@ -452,8 +452,6 @@ class Daemon:
                     synced = self._synced
                 rep = evaluate(ses, pack, now, keep_notices=False)
                 self._synced = synced
-        with Session(self.engine) as ses:    # after the pass, outside the rules lock (engine/notice_writer.py)
-            checkpoint(ses)
         log.info("evaluated at %s: %d new notices (%d open items)", now.isoformat(timespec="minutes"), rep.created,
                  rep.considered, extra={"event": "evaluated", "notices_created": rep.created, "sim_now": now.isoformat()})
 
