@@ -27,11 +27,10 @@ PostgreSQL. Its COMMIT does not copy the write-ahead log back into the database 
 automatic checkpoint: ≈60 ms at 100,000 notices, ≈0.6 s at 1,000,000, upkeep of the file rather than
 the pass's work): SQLite does it at the next commit of another connection (in the daemon, the
 lease's renewal a few seconds later or the delivery pass), or when the last connection closes.
-The benchmark times it beside the pass (``engine.db.checkpoint``). Not an explicit checkpoint in
-the daemon after its job: in two two-year soaks that ended 3–4 MiB higher (+14.7 %, +16.1 % against
-+12.0 % without it). While the writer runs, the thread that started it must not use the session's
-connection (``evaluate`` only evaluates meanwhile) unless ``session_free`` says the writer has
-its own.
+The benchmark times it beside the pass (``engine.db.checkpoint``).
+
+While the writer runs, the thread that started it must not use the session's connection
+(``evaluate`` only evaluates meanwhile) unless ``session_free`` says the writer has its own.
 """
 
 from __future__ import annotations
