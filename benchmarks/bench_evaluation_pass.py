@@ -8,8 +8,8 @@ Run: .venv/bin/python benchmarks/bench_evaluation_pass.py [--sizes 10000 100000 
 (tests/pgserver.py, Debian's binaries). The ratio is measured side by side: in each run durable-rules
 alone and the whole pass work on the same items, one after the other; the table shows the median of
 the per-run ratios. The pass is called as the daemon calls it (``keep_notices=False``); its writer
-leaves SQLite's checkpoint (copying the write-ahead log back into the file) to the daemon, which runs
-it after the job: it is timed right after the pass and shown beside it, with the ratio both ways.
+leaves SQLite's checkpoint (copying the write-ahead log back into the file) to the next commit of
+another connection: it is timed right after the pass and shown beside it, with the ratio both ways.
 
 Population (worst case): every open instance is due within ±15 days of the evaluation day
 (02/03/2026), so nearly all of them are posted to the engine; a quarter already have their
@@ -127,7 +127,7 @@ def run(n: int, runs: int, tmp: Path, pg=None) -> dict[str, float]:
         oracle.evaluate(items, AS_OF, pack.calendar)
         python.append(time.perf_counter() - t0)
         del items
-        with Session(eng) as s:   # as the daemon's job: the pass, then the checkpoint it leaves to the daemon
+        with Session(eng) as s:   # the daemon's pass, then the checkpoint it leaves to the next commit
             t0 = time.perf_counter()
             rep = evaluate(s, pack, NOW, evaluator=evaluator, keep_notices=False)
             passes.append(time.perf_counter() - t0)

@@ -29,8 +29,9 @@ the pass's work): SQLite does it at the next commit of another connection (in th
 lease's renewal a few seconds later or the delivery pass), or when the last connection closes.
 The benchmark times it beside the pass (``engine.db.checkpoint``).
 
-While the writer runs, the thread that started it must not use the session's connection
-(``evaluate`` only evaluates meanwhile) unless ``session_free`` says the writer has its own.
+From its first ``put`` on, the thread that started the writer must not use the session's
+connection (``evaluate`` only evaluates meanwhile) unless ``session_free`` says the writer has its
+own.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ _PER_ROW = len(_FIELDS)
 # back once, and that waits up to the switch interval (5 ms) behind the evaluating thread.
 _MIN_ROWS, _MAX_ROWS = 16, 4096
 _PG_TEMP = "dondoc_notices_in"
-# Notices written after which the writer's own connection gets a larger cache (engine/db.py,
+# Notices inserted after which the writer's own connection gets a larger cache (engine/db.py,
 # PASS_CACHE_KIB): a pass this large is a national or benchmark one, not a daemon's daily pass.
 _BIG_PASS_ROWS = 100_000
 
@@ -160,7 +161,6 @@ class NoticeWriter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._own: sqlite3.Connection | None = None
-        self._rows = 0
         self._lifted = False
         # Whether the caller may go on using the session's connection while the writer runs: the
         # writer writes on a connection of its own, or nothing at all.
@@ -262,8 +262,7 @@ class NoticeWriter:
             if intents:     # as_of and created_at come first in the statement's text
                 self.created += self._in_statements(intents, self._per_statement, partial(_sqlite_insert, link=link),
                                                     (self._as_of, self._created_at))
-                self._rows += len(intents)
-                if self._rows >= _BIG_PASS_ROWS and self._own is not None and not self._lifted:
+                if self.created >= _BIG_PASS_ROWS and self._own is not None and not self._lifted:
                     lift_heap_limit(self._own)
                     self._lifted = True
             if exhausted:

@@ -235,11 +235,10 @@ def evaluate(session: Session, pack: RulePack, now: datetime, dry_run: bool = Fa
     # over them would cost a fifth of the pass (engine/gcpause.py).
     marker = exhaustion_marker(pack)
     with gc_paused(), OpenItemChunks(session, pack, today, PASS_CHUNK, marker) as chunks:
-        writer = NoticeWriter(session, today, now, write=not dry_run, marker=marker)
-        kpi_late = writer.session_free
-        if not kpi_late:
-            kpi, kpi_error, summary = _kpi_part(session, pack, today, tracking_start, ev)
-        with writer:
+        with NoticeWriter(session, today, now, write=not dry_run, marker=marker) as writer:
+            kpi_late = writer.session_free
+            if not kpi_late:            # before the first put: the writer has not touched the connection
+                kpi, kpi_error, summary = _kpi_part(session, pack, today, tracking_start, ev)
             for items in chunks:
                 considered += len(items)
                 exhausted: list[OpenItem] = []
