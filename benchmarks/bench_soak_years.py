@@ -170,6 +170,27 @@ def as_daemon(argv: list[str]) -> None:
         out: dict = {}
         if _sqlite is not None:
             out["sqlite_mib"] = round(_sqlite.sqlite3_memory_used() / 2**20, 1)
+            try:        # per open connection: page cache, schema, prepared statements (sqlite3_db_status)
+                import sqlite3
+
+                cur, hi = ctypes.c_int(), ctypes.c_int()
+                sums = {"cache": 0, "schema": 0, "stmt": 0}
+                n = 0
+                for o in gc.get_objects():
+                    if not isinstance(o, sqlite3.Connection):
+                        continue
+                    # pysqlite_Connection starts with PyObject_HEAD, then its sqlite3 *db (CPython 3.11–3.13)
+                    handle = ctypes.c_void_p.from_address(id(o) + object.__basicsize__).value
+                    if not handle:
+                        continue
+                    n += 1
+                    for key, op in (("cache", 1), ("schema", 2), ("stmt", 3)):
+                        _sqlite.sqlite3_db_status(ctypes.c_void_p(handle), op, ctypes.byref(cur), ctypes.byref(hi), 0)
+                        sums[key] += cur.value
+                out["sqlite_connections"] = n
+                out.update({f"sqlite_{k}_mib": round(v / 2**20, 2) for k, v in sums.items()})
+            except Exception:  # noqa: BLE001 - a probe never breaks the daemon
+                pass
         try:
             from sqlalchemy.engine import Engine
 
@@ -992,7 +1013,8 @@ def main() -> None:
     probes = reader.probes
     by_label = {pr.get("label"): pr for pr in probes}    # a month whose probe was overtaken by the next has none
     probe_keys = ("rss_mib", "gc_objects", "malloc_heap_mib", "malloc_used_mib", "malloc_free_mib", "traced_mib",
-                  "traced_peak_mib", "sqlite_mib", "sa_compiled_cache", "pymalloc_arenas", "pymalloc_used_mib",
+                  "traced_peak_mib", "sqlite_mib", "sqlite_connections", "sqlite_cache_mib", "sqlite_schema_mib",
+                  "sqlite_stmt_mib", "sa_compiled_cache", "pymalloc_arenas", "pymalloc_used_mib",
                   "pymalloc_free_mib", "pymalloc_total_mib")
     for mo in months:
         pr = by_label.get(mo["label"], {})
@@ -1056,6 +1078,10 @@ def main() -> None:
          f"{f0(p_last.get('malloc_used_mib'))} / {f0(p_last.get('malloc_free_mib'))} MiB"),
         ("  of which SQLite (sqlite3_memory_used: page caches of all connections)",
          f"{f0(p_first.get('sqlite_mib'))} → {f0(p_last.get('sqlite_mib'))} MiB"),
+        ("    open connections; their page caches / schemas / prepared statements (sqlite3_db_status)",
+         f"{p_first.get('sqlite_connections')}; {p_first.get('sqlite_cache_mib')} / {p_first.get('sqlite_schema_mib')} / "
+         f"{p_first.get('sqlite_stmt_mib')} → {p_last.get('sqlite_connections')}; {p_last.get('sqlite_cache_mib')} / "
+         f"{p_last.get('sqlite_schema_mib')} / {p_last.get('sqlite_stmt_mib')} MiB"),
         ("SQLAlchemy compiled-statement caches (entries per engine, limit 500)",
          f"{p_first.get('sa_compiled_cache')} → {p_last.get('sa_compiled_cache')}"),
         ("Python heap blocks (sys.getallocatedblocks), month 1 → last",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,45 @@ def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_S) -> Engine:
     eng = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(eng, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
+        if sqlite_path(url) is not None:
+            _recycled_on_release(eng)
     return eng
+
+
+# Per SQLite file engine: the generation its connections must be of. ``release_statements`` moves
+# it on; a connection of an older generation is closed and replaced when it is next checked out.
+_generations: weakref.WeakKeyDictionary[Engine, list[int]] = weakref.WeakKeyDictionary()
+
+
+def _recycled_on_release(eng: Engine) -> None:
+    generation = _generations.setdefault(eng, [0])
+
+    def on_connect(_dbapi_conn, record) -> None:
+        record.info["generation"] = generation[0]
+
+    def on_checkout(_dbapi_conn, record, _proxy) -> None:
+        if record.info.get("generation", generation[0]) != generation[0]:
+            # SQLAlchemy closes this connection and opens a fresh one (PoolEvents.checkout)
+            raise sa_exc.DisconnectionError("its prepared statements are released")
+
+    event.listen(eng, "connect", on_connect)
+    event.listen(eng, "checkout", on_checkout)
+
+
+def release_statements(eng: Engine) -> bool:
+    """Have the pooled connections of a SQLite file database closed and reopened at their next use,
+    and with them their prepared statements freed; True when it did. Python's sqlite3 keeps the last
+    128 statements of each connection, and an ``IN`` list is a statement per length (500 ids:
+    ≈100 KB): over the two-year soak the daemon's four connections came to hold 4 → 14 MiB of them,
+    which no job needed again (benchmarks/bench_soak_years.py). The daemon calls this after each
+    job, so they hold what one job prepared at most; a fresh connection costs ≈1 ms. Not by
+    disposing of the pool: a connection another thread holds meanwhile would come back to a
+    discarded pool and be left unclosed. Never on an in-memory database, which would be lost."""
+    generation = _generations.get(eng)
+    if generation is None:
+        return False
+    generation[0] += 1
+    return True
 
 
 def alembic_config(url: str):

@@ -27,7 +27,7 @@ from engine.db import session
 from engine.evaluation import DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
 from engine.kpi.loader import load_kpi_for_pack
 from engine.kpi.report import kpi_items
-from engine.kpi.values import KpiValueIn, record_value
+from engine.kpi.values import KpiValueIn, _record, record_value
 from engine.pipeline import KPI_POLICY, KPI_POLICY_ID, effective_policies, evaluate, policies_version
 from engine.rules_loader import load_pack
 from engine.rules_model import ReminderPolicy
@@ -417,3 +417,60 @@ def test_kpi_subject_codec_round_trips() -> None:
         assert decode(*encode(subj)) == subj
     assert encode(KpiSubject.of("t", "missed", None, date(2025, 12, 31))) == ("kpi:t", "missed:2025-12-31")
     assert decode("nam-skhcn", "2026") is None and decode("kpi:t", "garbled") is None
+
+
+def test_the_passes_kpi_items_are_reused_until_a_value_the_day_or_the_rules_change(
+        tmp_path, sqlite_url, kpipack, monkeypatch) -> None:
+    """The daemon's pass asks for the KPI items every hour; they are classified again only when their
+    inputs change: a value recorded or corrected (even one not committed yet, in the same session),
+    another day, reloaded rules. Each answer is the one a fresh classification gives."""
+    import engine.kpi.report as report
+
+    calls: list[date] = []
+    real = report.evaluate
+    monkeypatch.setattr(report, "evaluate", lambda kpi, pack, values, as_of, *a: calls.append(as_of)
+                        or real(kpi, pack, values, as_of, *a))
+
+    def items(pack, day: date, extra: float | None = None) -> list[tuple[str, str]]:
+        with session(sqlite_url) as s:
+            if extra is not None:      # uncommitted in this session: seen, then rolled back
+                _record(s, KpiValueIn(indicator="ty-le", value=extra, as_of=date(2026, 5, 31)), at("2026-06-08T12:00"), "t")
+                s.flush()
+            got = [(i.status, i.key) for i in kpi_items(s, pack, day)]
+            s.rollback()
+        return got
+
+    def fresh(pack, day: date) -> list[tuple[str, str]]:
+        report.forget_kpi_items()
+        n = len(calls)
+        got = items(pack, day)
+        del calls[n:]
+        return got
+
+    day = date(2026, 6, 8)
+    record(sqlite_url, kpipack, 22, "2025-11-14", "2026-06-08T10:00")
+    first = items(kpipack, day)
+    assert [s for s, _ in first] == ["behind"] and len(calls) == 1
+    assert items(kpipack, day) == first and len(calls) == 1                 # the next hour: reused
+
+    # a value put back on track, not committed: seen; rolled back: the earlier answer again
+    assert items(kpipack, day, extra=39) == [] and len(calls) == 2
+    assert items(kpipack, day) == first and len(calls) == 3
+
+    # a correction of the same date (the old row made inactive, a new one added)
+    record(sqlite_url, kpipack, 28, "2025-11-14", "2026-06-08T13:00")
+    corrected = items(kpipack, day)
+    assert len(calls) == 4 and corrected == fresh(kpipack, day)
+
+    # another day
+    later = items(kpipack, date(2026, 12, 1))
+    assert len(calls) == 5 and later == fresh(kpipack, date(2026, 12, 1))
+
+    # reloaded rules: a stricter target (≥ 60 %) is classified anew though nothing else changed
+    rules = tmp_path / "rules2"
+    shutil.copytree(kpipack.directory, rules)
+    (rules / "kpi" / "chi-tieu.yaml").write_text(KPI_YAML.replace("ge: 40", "ge: 60"), encoding="utf-8")
+    reloaded = load_pack(rules, CALENDAR)
+    n = len(calls)
+    assert items(reloaded, date(2026, 12, 1)) == fresh(reloaded, date(2026, 12, 1))
+    assert len(calls) == n + 1

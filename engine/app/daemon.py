@@ -42,7 +42,7 @@ from sqlmodel import Session
 
 from engine.app.memtrim import release_free_memory
 from engine.app.rulesholder import fingerprint
-from engine.db import get_engine, is_transient_db_error, make_engine
+from engine.db import get_engine, is_transient_db_error, make_engine, release_statements
 from engine.errors import RuleError, RulePackInvalid, display_path
 from engine.leader import Heartbeat, leadership_for
 from engine.rules_loader import RulePack, load_pack
@@ -429,6 +429,10 @@ class Daemon:
             self._jobs_failing_since = None
         finally:
             self._job = None
+            try:
+                release_statements(self.engine)   # the job's prepared statements (SQLite), then
+            except Exception:                      # noqa: BLE001 - never worth failing a job for
+                log.exception("closing idle database connections failed", extra={"event": "release_failed"})
             release_free_memory()      # resident memory follows what the daemon holds, not its peaks
 
     def job_evaluate(self) -> None:
