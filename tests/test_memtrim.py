@@ -50,7 +50,7 @@ def _bare_daemon(engine) -> daemon_mod.Daemon:
     d = daemon_mod.Daemon.__new__(daemon_mod.Daemon)
     d.heartbeat, d.retrier, d._job, d._jobs_failing_since = None, Retrier(), None, None
     d.stop_event = threading.Event()
-    d.engine = make_engine(engine) if isinstance(engine, str) else engine
+    d.engine = d.shared_engine = make_engine(engine) if isinstance(engine, str) else engine
     return d
 
 

@@ -282,7 +282,8 @@ class Daemon:
         # Only the active daemon mails the admin contact; a standby remembers what it would have sent.
         self.alerts_enabled = False
         self._unreported: tuple[RulePackInvalid, str] | None = None
-        get_engine(cfg.db_url)           # migrated (shared, cached per process)
+        # Migrated; shared with the web console and the services it calls (cached per process).
+        self.shared_engine = get_engine(cfg.db_url)
         # Jobs and the job store wait out another writer up to the stall limit; the lease uses a
         # short wait and retries, so the heartbeat and a standby stay responsive.
         self.engine = make_engine(cfg.db_url, busy_timeout=cfg.stall_limit)
@@ -429,8 +430,9 @@ class Daemon:
             self._jobs_failing_since = None
         finally:
             self._job = None
-            try:
-                release_statements(self.engine)   # the job's prepared statements (SQLite), then
+            try:        # the prepared statements of the job (and of the console's pages), then
+                for eng in (self.engine, self.shared_engine):
+                    release_statements(eng)
             except Exception:                      # noqa: BLE001 - never worth failing a job for
                 log.exception("closing idle database connections failed", extra={"event": "release_failed"})
             release_free_memory()      # resident memory follows what the daemon holds, not its peaks
