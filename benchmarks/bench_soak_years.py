@@ -42,6 +42,9 @@ What runs:
         [--rate 72000] [--reloads 200] [--replays 5] [--png benchmarks/soak-2-years.png]
         [--json out.json] [--no-web] [--tracemalloc FRAMES] [--keep]
     .venv/bin/python benchmarks/bench_soak_years.py --replot out.json other.png   # redraw from --json
+    .venv/bin/python benchmarks/bench_soak_years.py --replay-kept ROUNDS LABEL=FOLDER@AT[+nokpi] ...
+        # the job replayed side by side on a --keep run's snapshots (DIR/replay/m02, m24) at chosen
+        # days; +nokpi without the rules' kpi/ folder (the grown rows apart from the KPI work)
 
 Prints a Markdown table per simulated month and the summary figures (RSS of the last month vs the
 first, evaluation pass time of the last month vs month 2), and draws the PNG.
@@ -349,7 +352,7 @@ def replay(db: Path, at_text: str, rules: Path, calendar: Path) -> None:
             walls.append(1000 * (time.perf_counter() - w))
             cpus.append(1000 * (time.thread_time() - c))
         out.update(eval_first_ms=walls[0], eval_wall_ms=statistics.median(walls[1:]),
-                   eval_cpu_ms=statistics.median(cpus[1:]), considered=rep.considered)
+                   eval_cpu_ms=statistics.median(cpus[1:]), considered=rep.considered, kpi_items=rep.kpi_items)
     out.update(rss_after=proc_rss(os.getpid()), job_peak=proc_hwm(os.getpid()))
     print(json.dumps(out))
 
@@ -380,6 +383,38 @@ def replay_side_by_side(snaps: list[tuple[str, Path, str]], rounds: int) -> dict
             for p in folder.glob("run.db*"):
                 p.unlink()
     return {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in runs.items()}
+
+
+def replay_kept(rounds: int, specs: list[str]) -> None:
+    """Side-by-side replays on snapshots a ``--keep`` run left (its ``replay/m02``, ``replay/m24``), at
+    days of one's choosing: ``LABEL=FOLDER@AT``; ``+nokpi`` replays with the rules' kpi/ folder taken
+    out, to tell the rows that grew from the KPI targets that slip (chased every pass) apart."""
+    snaps: list[tuple[str, Path, str]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="dondoc-soak-replay-"))
+    try:
+        for spec in specs:
+            label, rest = spec.split("=", 1)
+            folder_text, at = rest.split("@", 1)
+            nokpi = at.endswith("+nokpi")
+            at = at.removesuffix("+nokpi")
+            folder = scratch / f"s{len(snaps)}"
+            folder.mkdir()
+            shutil.copy(Path(folder_text) / "state.db", folder / "state.db")
+            shutil.copytree(Path(folder_text) / "rules", folder / "rules")
+            if nokpi:
+                shutil.rmtree(folder / "rules" / "kpi", ignore_errors=True)
+            snaps.append((label, folder, at))
+        out = replay_side_by_side(snaps, rounds)
+        first = out[snaps[0][0]]
+        print(f"| replay ({rounds} rounds interleaved, medians) | open items | KPI items | steady pass wall ms | "
+              f"CPU ms | ÷ {snaps[0][0]} (wall) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, _, _ in snaps:
+            r = out[label]
+            print(f"| {label} | {r['considered']:,.0f} | {r.get('kpi_items', 0):,.0f} | {r['eval_wall_ms']:.1f} | "
+                  f"{r['eval_cpu_ms']:.1f} | {r['eval_wall_ms'] / first['eval_wall_ms']:.2f}× |")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1197,5 +1232,7 @@ if __name__ == "__main__":
         draw(Path(sys.argv[3]), saved["months"], saved.get("title", ""), saved.get("replay"))
     elif len(sys.argv) > 1 and sys.argv[1] == "--replay":
         replay(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--replay-kept":   # --replay-kept ROUNDS LABEL=FOLDER@AT[+nokpi] …
+        replay_kept(int(sys.argv[2]), sys.argv[3:])
     else:
         main()
