@@ -147,7 +147,11 @@ def build_report(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | N
     kpi = kpi if kpi is not None else load_kpi_for_pack(pack)
     if not kpi.targets:
         return []
-    values = load_values(session, list(kpi.indicators))
+    return _rows(kpi, pack, load_values(session, list(kpi.indicators)), as_of, tolerance)
+
+
+def _rows(kpi: KpiPack, pack: RulePack, values: dict[str, list[Obs]], as_of: date,
+          tolerance: float | None) -> list[ReportRow]:
     sched = Schedule.of(pack)
     return rows_for(kpi, pack, evaluate(kpi, pack, values, as_of, tolerance, sched), as_of, sched)
 
@@ -247,8 +251,7 @@ def kpi_items(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | None
     hit = _ITEMS_CACHE.get("last")
     if hit is not None and hit[0] is pack and hit[1] is kpi and hit[2] == inputs:
         return list(hit[3])
-    sched = Schedule.of(pack)
-    items = select_items(rows_for(kpi, pack, evaluate(kpi, pack, values, as_of, tolerance, sched), as_of, sched))
+    items = select_items(_rows(kpi, pack, values, as_of, tolerance))
     _ITEMS_CACHE["last"] = (pack, kpi, inputs, tuple(items))
     return items
 
