@@ -138,6 +138,14 @@ class EphemeralController(Controller):
         super()._trigger_server()
 
 
+def written_emls(directory) -> list:
+    """The .eml files a running sender has finished in its pickup folder, in name order (the one
+    being written is a hidden ".tmp-….eml", renamed when complete: notifications/transport.write_eml)."""
+    from pathlib import Path
+
+    return sorted(p for p in Path(directory).glob("*.eml") if not p.name.startswith("."))
+
+
 def free_port() -> int:
     """A port nothing listens on (for "server down" scenarios)."""
     with socket.socket() as s:

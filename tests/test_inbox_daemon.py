@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.support import free_port
+from tests.support import free_port, written_emls
 from tests.test_inbox_imap import KEYWORD, inbox_env, message
 from tests.test_web_daemon import _start, _stop, _wait_for
 
@@ -37,14 +37,11 @@ def test_the_daemon_reads_the_mailbox_and_records_a_reply_to_its_digest(tmp_path
     # Monday 07/12/2026 09:00, 30× real time: digests go out, then the mailbox is read every simulated minute
     proc, log = _start(tmp_path, free_port(), "2026-12-07T09:00", 30.0, **env)
     try:
-        def written() -> list:      # finished files only: ".tmp-….eml" is one being written
-            return sorted(p for p in (tmp_path / "mail").glob("*.eml") if not p.name.startswith("."))
-
         end = time.monotonic() + 60
-        while time.monotonic() < end and not written():
+        while time.monotonic() < end and not written_emls(tmp_path / "mail"):
             assert proc.poll() is None, log.read_text()
             time.sleep(0.2)
-        digest = email.message_from_bytes(written()[0].read_bytes(), policy=policy.default)
+        digest = email.message_from_bytes(written_emls(tmp_path / "mail")[0].read_bytes(), policy=policy.default)
         sender = str(digest["To"]).split("<")[-1].strip(">").split(",")[0].strip()
         imap_account.append(message(sender, "RE: " + str(digest["Subject"]), msgid="<daemon-reply@donvi.vn>",
                                     reply_to=str(digest["Message-ID"]), body="Đã gửi, số 9/BC."))

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import CALENDAR, RULES
-from tests.support import free_port
+from tests.support import free_port, written_emls
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow          # real `dondoc run` processes
@@ -67,9 +67,7 @@ def test_run_serves_the_console_and_says_where(tmp_path: Path) -> None:
         def links() -> list[str]:
             """The unit links of the digests written so far (the secretariat's KPI summary has none)."""
             found = []
-            for path in sorted((tmp_path / "mail").glob("*.eml")):
-                if path.name.startswith("."):
-                    continue                 # the pickup folder's temporary file, renamed when complete
+            for path in written_emls(tmp_path / "mail"):
                 msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
                 body = msg.get_body(("plain",)).get_content()
                 found += [w for w in body.split() if w.startswith(f"http://127.0.0.1:{port}/xn/")]
