@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from engine.errors import RulePackInvalid
 from engine.gcpause import gc_paused
-from engine.kpi.subject import KPI_PREFIX, KpiSubject, encode
+from engine.kpi.subject import KpiSubject, encode
 from engine.notice_writer import NoticeWriter
 from engine.open_items import OpenItemChunks, load_open_items, lookahead  # noqa: F401  (re-exported)
 from engine.evaluation import DurableEvaluator, NoticeIntent, OpenItem, PythonEvaluator
@@ -56,6 +56,9 @@ KPI_SUMMARY_OBLIGATION = "kpi-summary"
 # Items evaluated per call while the previous call's notices are being written (measured: 2,000 to
 # 10,000 are alike; smaller overlaps the first and last chunks better).
 PASS_CHUNK = 2_000
+# KPI subjects asked per query of their sent stages (three parameters each; SQLite's oldest limit
+# is 999). A province's pass has tens of slipping KPI items, so it is one query.
+_SUBJECTS_PER_QUERY = 300
 KPI_SUMMARY_STAGE = "summary"
 
 
@@ -120,15 +123,30 @@ class EvalReport:
                              "working_days_before": n.wd_before, "working_days_late": n.wd_late} for n in self.notices]}
 
 
-def _kpi_sent_stages(session: Session) -> dict[tuple[str, str, str], set[str]]:
-    """Stages already in the outbox for each KPI item (any status: a dropped stage is not redone)."""
-    rows = session.execute(
-        sa_select(NoticeRow.obligation, NoticeRow.unit, NoticeRow.period, NoticeRow.stage)
-        .where(NoticeRow.instance_id.is_(None), NoticeRow.obligation.startswith(KPI_PREFIX, autoescape=True))
-    ).all()
+def _kpi_sent_stages(session: Session, subjects: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], set[str]]:
+    """Stages already in the outbox (any status: a dropped stage is not redone) for each of these
+    KPI subjects (obligation, unit, period).
+
+    Only today's subjects are read, one index lookup each (the partial index of KPI notices, 0014),
+    not every KPI notice ever written: those grow every month for as long as dondoc runs
+    (benchmarks/README.md, the two-year soak). SQLite is told the index: by its estimate the
+    notices' instance_id index finds ``instance_id IS NULL`` faster, and it would then read every
+    KPI notice for each subject."""
     sent: dict[tuple[str, str, str], set[str]] = {}
-    for ob, unit, period, stage in rows:
-        sent.setdefault((ob, unit, period), set()).add(stage)
+    connection = session.connection()
+    dialect = connection.dialect
+    hint = " INDEXED BY ix_notices_kpi_subject" if dialect.name == "sqlite" else ""
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    row = f"({mark}, {mark}, {mark})"
+    for start in range(0, len(subjects), _SUBJECTS_PER_QUERY):
+        part = subjects[start:start + _SUBJECTS_PER_QUERY]
+        rows = connection.exec_driver_sql(
+            f"WITH v(o, u, p) AS (VALUES {', '.join([row] * len(part))}) "
+            f"SELECT n.obligation, n.unit, n.period, n.stage FROM v JOIN notices n{hint} "
+            "ON n.obligation = v.o AND n.unit = v.u AND n.period = v.p WHERE n.instance_id IS NULL",
+            tuple(value for subject in part for value in subject))
+        for ob, unit, period, stage in rows:
+            sent.setdefault((ob, unit, period), set()).add(stage)
     return sent
 
 
@@ -150,17 +168,16 @@ def kpi_open_items(session: Session, pack: RulePack, today: date,
         items = [it for it in items if (it.since or it.expected_at or today) >= tracking_start]
     if not items:
         return []
-    sent = _kpi_sent_stages(session)
-    out: list[OpenItem] = []
+    chased = []
     for it in items:
         unit = pack.units.get(it.unit)
-        if unit is None:
-            continue
-        ob, period = encode(KpiSubject.of(it.target, it.status, it.period, it.milestone))
-        due = it.since or it.expected_at or today
-        out.append(OpenItem(ob, it.unit, period, due, KPI_POLICY_ID, "open",
-                            frozenset(sent.get((ob, it.unit, period), ())), unit.supervisor))
-    return out
+        if unit is not None:
+            ob, period = encode(KpiSubject.of(it.target, it.status, it.period, it.milestone))
+            chased.append((it, unit, ob, period))
+    sent = _kpi_sent_stages(session, sorted({(ob, it.unit, period) for it, _, ob, period in chased}))
+    return [OpenItem(ob, it.unit, period, it.since or it.expected_at or today, KPI_POLICY_ID, "open",
+                     frozenset(sent.get((ob, it.unit, period), ())), unit.supervisor)
+            for it, unit, ob, period in chased]
 
 
 def kpi_summary_intent(pack: RulePack, today: date) -> NoticeIntent | None:

@@ -96,7 +96,14 @@ class WaiverRow(SQLModel, table=True):
 class NoticeRow(SQLModel, table=True):
     """The outbox. `key` makes every notice idempotent: (obligation, unit, period, stage, recipient)."""
     __tablename__ = "notices"
-    __table_args__ = (Index("ix_notices_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_notices_status_next", "status", "next_attempt_at"),
+        # The KPI notices (no instance) by subject and stage: a pass reads the stages of today's
+        # slipping items only, not every KPI notice ever written (engine/pipeline.py). Partial
+        # (WHERE instance_id IS NULL): that clause is in migration 0014 only, as for
+        # ix_instances_open_key above.
+        Index("ix_notices_kpi_subject", "obligation", "unit", "period", "stage"),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     key: str = Field(max_length=400, unique=True)
     instance_id: Optional[int] = Field(default=None, foreign_key="instances.id", index=True)

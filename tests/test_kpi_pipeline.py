@@ -474,3 +474,76 @@ def test_the_passes_kpi_items_are_reused_until_a_value_the_day_or_the_rules_chan
     n = len(calls)
     assert items(reloaded, date(2026, 12, 1)) == fresh(reloaded, date(2026, 12, 1))
     assert len(calls) == n + 1
+
+
+def _kpi_notice(key: str, obligation: str, unit: str, period: str, stage: str, instance_id: int | None = None) -> dict:
+    return dict(key=key, instance_id=instance_id, obligation=obligation, unit=unit, period=period, stage=stage,
+                kind="overdue", recipient=unit, as_of=date(2026, 1, 5), created_at=at("2026-01-05T08:00:00"),
+                status="sent", attempts=1)
+
+
+def test_a_pass_reads_the_sent_stages_of_todays_kpi_subjects_only(db_url) -> None:
+    """The stages already in the outbox are looked up for the subjects asked about, exactly: other
+    subjects of the same target, unit or period, however many (they pile up month after month),
+    are not read, and neither are the reports' notices. On SQLite the lookup goes through the KPI
+    notices' index (0014), one search per subject, whatever SQLite estimates."""
+    from sqlalchemy import insert, text
+    from engine.db import get_engine, migrate
+    from engine.pipeline import _kpi_sent_stages
+
+    migrate(db_url)
+    asked = [("kpi:ty-le-2026", "skhcn", "behind:2026-12-31"), ("kpi:ty-le-2026", "skhcn", "no_data:2026"),
+             ("kpi:khac", "so-tc", "missed:2025")]
+    rows = [_kpi_notice("a1", *asked[0], "overdue-1"), _kpi_notice("a2", *asked[0], "overdue-2"),
+            _kpi_notice("b1", *asked[1], "overdue-1"), _kpi_notice("c1", *asked[2], "overdue-1")]
+    # neighbours of every asked subject: another period, another unit, another target
+    rows += [_kpi_notice(f"old{k}", "kpi:ty-le-2026", "skhcn", f"no_data:{1600 + k}", "overdue-1") for k in range(300)]
+    rows += [_kpi_notice("u", "kpi:ty-le-2026", "so-tc", "behind:2026-12-31", "overdue-3"),
+             _kpi_notice("t", "kpi:ty-le-2030", "skhcn", "behind:2026-12-31", "overdue-3")]
+    eng = get_engine(db_url)
+    with eng.begin() as c:
+        c.execute(insert(NoticeRow.__table__), rows)
+    with session(db_url) as s:
+        assert _kpi_sent_stages(s, asked) == {asked[0]: {"overdue-1", "overdue-2"}, asked[1]: {"overdue-1"},
+                                              asked[2]: {"overdue-1"}}
+        assert _kpi_sent_stages(s, [("kpi:none", "skhcn", "behind:2026-12-31")]) == {}
+        assert _kpi_sent_stages(s, []) == {}
+        many = [("kpi:ty-le-2026", "skhcn", f"no_data:{1600 + k}") for k in range(300)] + asked   # > one query
+        found = _kpi_sent_stages(s, many)
+        assert len(found) == 303 and found[asked[0]] == {"overdue-1", "overdue-2"}
+    if db_url.startswith("sqlite"):
+        statements: list[str] = []
+        from sqlalchemy import event
+
+        def seen(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        event.listen(eng, "before_cursor_execute", seen)
+        with session(db_url) as s:
+            _kpi_sent_stages(s, asked)
+        event.remove(eng, "before_cursor_execute", seen)
+        (query,) = [q for q in statements if "WITH v" in q]
+        with eng.begin() as c:   # statistics as ANALYZE leaves them on a large outbox: an instance has a
+            c.exec_driver_sql("ANALYZE sqlite_master")     # few notices, so instance_id looks selective
+            c.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl = 'notices'")
+            c.exec_driver_sql("INSERT INTO sqlite_stat1 VALUES ('notices', 'ix_notices_instance_id', '500000 2'), "
+                              "('notices', 'ix_notices_kpi_subject', '5000 40 30 8 2')")
+            c.exec_driver_sql("ANALYZE sqlite_master")
+        with eng.connect() as c:
+            plan = " ".join(r[-1] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + query,
+                                                             tuple(x for a in asked for x in a)).fetchall())
+        assert "SEARCH n USING INDEX ix_notices_kpi_subject (obligation=? AND unit=? AND period=?)" in plan
+        with eng.connect() as c:
+            sql = c.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_notices_kpi_subject'")).scalar()
+    else:
+        with eng.connect() as c:
+            sql = c.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_notices_kpi_subject'")).scalar()
+    assert "instance_id IS NULL" in sql          # partial: the reports' notices are not in it
+
+
+def test_the_kpi_notices_index_migration_matches_the_model(db_url) -> None:
+    """0014 adds the KPI notices' index exactly as NoticeRow declares it; downgrading removes it."""
+    from tests.support import check_migration
+
+    for down in check_migration(db_url, ("notices",), {"notices": NoticeRow}, "0013"):
+        assert "ix_notices_kpi_subject" not in {i["name"] for i in down.get_indexes("notices")}
