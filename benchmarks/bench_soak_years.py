@@ -385,24 +385,48 @@ def replay_side_by_side(snaps: list[tuple[str, Path, str]], rounds: int) -> dict
     return {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in runs.items()}
 
 
+def add_old_kpi_notices(db: Path, n: int) -> None:
+    """N KPI notices of earlier years (sent; the subjects of the snapshot's KPI notices with periods
+    before 2000), as the outbox holds them after decades of chasing."""
+    con = sqlite3.connect(db)
+    try:
+        obligations = [r[0] for r in con.execute(
+            "SELECT DISTINCT obligation FROM notices WHERE instance_id IS NULL AND obligation LIKE 'kpi:%'")]
+        assert obligations, "the snapshot has no KPI notice to take subjects from"
+        con.executemany(
+            "INSERT INTO notices (key, instance_id, obligation, unit, period, stage, kind, recipient, wd_before, "
+            "wd_late, as_of, created_at, status, attempts) VALUES (?, NULL, ?, ?, ?, ?, 'overdue', ?, 0, 0, ?, ?, 'sent', 1)",
+            [(f"old-kpi|{k}", obligations[k % len(obligations)], "don-vi-cu", f"no_data:{1000 + k // len(obligations)}",
+              "overdue-1", "don-vi-cu", "1999-01-04", "1999-01-04 08:00:00.000000") for k in range(n)])
+        con.commit()
+    finally:
+        con.close()
+
+
 def replay_kept(rounds: int, specs: list[str]) -> None:
     """Side-by-side replays on snapshots a ``--keep`` run left (its ``replay/m02``, ``replay/m24``), at
     days of one's choosing: ``LABEL=FOLDER@AT``; ``+nokpi`` replays with the rules' kpi/ folder taken
-    out, to tell the rows that grew from the KPI targets that slip (chased every pass) apart."""
+    out, to tell the rows that grew from the KPI targets that slip (chased every pass) apart;
+    ``+kpinotices=N`` adds N KPI notices of earlier years to the outbox first (what decades of
+    chasing leave: the soak's two years leave ≈300)."""
     snaps: list[tuple[str, Path, str]] = []
     scratch = Path(tempfile.mkdtemp(prefix="dondoc-soak-replay-"))
     try:
         for spec in specs:
             label, rest = spec.split("=", 1)
             folder_text, at = rest.split("@", 1)
-            nokpi = at.endswith("+nokpi")
-            at = at.removesuffix("+nokpi")
+            m = re.fullmatch(r"(.*?)((?:\+nokpi|\+kpinotices=\d+)*)", at)
+            assert m is not None
+            at, mods = m.group(1), m.group(2)
             folder = scratch / f"s{len(snaps)}"
             folder.mkdir()
             shutil.copy(Path(folder_text) / "state.db", folder / "state.db")
             shutil.copytree(Path(folder_text) / "rules", folder / "rules")
-            if nokpi:
+            if "+nokpi" in mods:
                 shutil.rmtree(folder / "rules" / "kpi", ignore_errors=True)
+            extra = re.search(r"\+kpinotices=(\d+)", mods)
+            if extra:
+                add_old_kpi_notices(folder / "state.db", int(extra.group(1)))
             snaps.append((label, folder, at))
         out = replay_side_by_side(snaps, rounds)
         first = out[snaps[0][0]]
