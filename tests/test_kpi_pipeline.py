@@ -476,6 +476,33 @@ def test_the_passes_kpi_items_are_reused_until_a_value_the_day_or_the_rules_chan
     assert len(calls) == n + 1
 
 
+def test_a_pass_with_nothing_new_reads_the_values_version_not_the_values(db_url, kpipack, monkeypatch) -> None:
+    """The hourly pass with no new value reads one row (the values' version token, migration 0015),
+    not every value ever recorded (they only accumulate); a value changed by any SQL at all is seen
+    by the next pass."""
+    from sqlalchemy import text
+
+    import engine.kpi.report as report
+
+    loads: list[int] = []
+    real = report.load_values
+    monkeypatch.setattr(report, "load_values", lambda s, indicators=None: loads.append(1) or real(s, indicators))
+    record(db_url, kpipack, 22, "2025-11-14", "2026-06-08T10:00")
+    report.forget_kpi_items()
+    day = date(2026, 6, 8)
+    with session(db_url) as s:
+        first = [i.status for i in kpi_items(s, kpipack, day)]
+    with session(db_url) as s:
+        assert [i.status for i in kpi_items(s, kpipack, day)] == first == ["behind"]
+    assert len(loads) == 1
+    with session(db_url) as s:           # not through dondoc's code: the trigger still renews the token
+        s.execute(text("UPDATE kpi_values SET value = 39 WHERE indicator = 'ty-le'"))
+        s.commit()
+    with session(db_url) as s:
+        assert kpi_items(s, kpipack, day) == []
+    assert len(loads) == 2
+
+
 def _kpi_notice(key: str, obligation: str, unit: str, period: str, stage: str, instance_id: int | None = None) -> dict:
     return dict(key=key, instance_id=instance_id, obligation=obligation, unit=unit, period=period, stage=stage,
                 kind="overdue", recipient=unit, as_of=date(2026, 1, 5), created_at=at("2026-01-05T08:00:00"),

@@ -146,3 +146,86 @@ def test_value_dated_outside_supported_years_is_refused(tmp_path: Path, sqlite_u
     assert r.exit_code == 1
     assert "dòng 2:" in r.output and "dòng 3:" in r.output and "2000–2100" in r.output
     assert rows(sqlite_url) == []
+
+
+def _token(db_url: str) -> str:
+    from engine.kpi.values import values_version
+
+    with session(db_url) as s:
+        token = values_version(s)
+    assert token is not None and len(token) == 32
+    return token
+
+
+def test_every_write_to_kpi_values_gives_a_new_version_token(tmp_path: Path, db_url: str) -> None:
+    """The token that tells a pass whether the values changed (migration 0015) is new after every
+    kind of write — recorded, corrected, imported, and SQL that is not dondoc's —, within the
+    writing transaction (seen uncommitted by that session; gone with a rollback), and only then."""
+    from sqlalchemy import text
+
+    from engine.kpi.values import values_version
+
+    r = kpi(db_url, "list")            # migrates; no value yet
+    seen = [_token(db_url)]
+
+    def changed() -> None:
+        token = _token(db_url)
+        assert token not in seen
+        seen.append(token)
+
+    assert kpi(db_url, "record", "--indicator", "phu-song-5g", "--value", "55", "--as-of", "31/12/2025").exit_code == 0
+    changed()
+    assert kpi(db_url, "record", "--indicator", "phu-song-5g", "--value", "56", "--as-of", "31/12/2025").exit_code == 0
+    changed()                                                           # a correction
+    f = tmp_path / "chi-tieu.csv"
+    f.write_text("indicator,value,as_of\nchi-so-cds,\"0,68\",2025-12-31\n", encoding="utf-8")
+    r = kpi(db_url, "import", str(f))
+    assert r.exit_code == 0, r.output
+    changed()
+    with session(db_url) as s:
+        s.execute(text("UPDATE kpi_values SET value = 57 WHERE indicator = 'phu-song-5g' AND active = :t"), {"t": True})
+        s.commit()
+    changed()
+    with session(db_url) as s:
+        s.execute(text("DELETE FROM kpi_values WHERE indicator = 'chi-so-cds'"))
+        s.commit()
+    changed()
+    with session(db_url) as s:                                         # other tables: no change
+        s.execute(text("DELETE FROM audit_log"))
+        s.commit()
+    assert _token(db_url) == seen[-1]
+    with session(db_url) as s:                                         # uncommitted, then rolled back
+        s.execute(text("UPDATE kpi_values SET value = 58 WHERE indicator = 'phu-song-5g'"))
+        inside = values_version(s)
+        assert inside not in seen
+        s.rollback()
+    assert _token(db_url) == seen[-1]
+
+
+def test_the_migration_of_the_version_token_matches_the_model(db_url: str) -> None:
+    """0015 creates the token's table as KpiValuesVersionRow declares it and the triggers that
+    renew it; downgrading removes both (and writing values then still works)."""
+    from sqlalchemy import text
+
+    from engine.db import make_engine
+    from engine.kpi.state import KpiValuesVersionRow
+    from tests.support import check_migration
+
+    eng = make_engine(db_url)           # not get_engine: it would migrate back to the head
+
+    def triggers() -> set[str]:
+        sql = ("SELECT name FROM sqlite_master WHERE type = 'trigger'" if db_url.startswith("sqlite")
+               else "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        with eng.connect() as c:
+            return {r[0] for r in c.execute(text(sql))}
+
+    for down in check_migration(db_url, ("kpi_values_version",), {"kpi_values_version": KpiValuesVersionRow}, "0014"):
+        assert not down.has_table("kpi_values_version") and triggers() == set()
+        with eng.begin() as c:
+            c.execute(text("INSERT INTO kpi_values (indicator, value, as_of, active, recorded_at, recorded_by) "
+                           "VALUES ('x', 1, '2025-12-31', :t, '2026-01-01 00:00:00', 't')"), {"t": True})
+    expected = ({"kpi_values_insert", "kpi_values_update", "kpi_values_delete"} if db_url.startswith("sqlite")
+                else {"kpi_values_touched"})
+    assert triggers() == expected
+    eng.dispose()
+    _token(db_url)

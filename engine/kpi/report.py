@@ -15,7 +15,7 @@ from sqlmodel import Session
 from engine.kpi.classify import SLIPPING, STATUS_ORDER, STATUS_VI, Obs, Schedule, TargetResult, evaluate, val_text
 from engine.kpi.loader import KpiPack, load_kpi_for_pack
 from engine.kpi.model import UNITS, kind_label
-from engine.kpi.values import load_values
+from engine.kpi.values import load_values, values_version
 from engine.rules_loader import RulePack
 from engine.xlsx_safe import FORMULA_START, neutralise_formulas  # noqa: F401  (re-exported: older imports)
 
@@ -230,8 +230,10 @@ def select_items(rows: list[ReportRow]) -> list[KpiItem]:
 # The last kpi_items answer and what it was computed from. The daemon's pass asks every hour (the
 # soak: ≈12 times a simulated day) and the answer only changes with the day, the rules or a value:
 # classifying 221 targets cost half of a steady pass (≈10 of 20 ms, benchmarks/bench_soak_years.py).
-# Keyed by the values themselves (read each time, one indexed query), not by a counter that a
-# rolled-back write could repeat; the pack and its KPI definitions by identity (a reload makes new ones).
+# Keyed by the values' version token (engine/kpi/values.py, ``values_version``: random, new with
+# every write to kpi_values, by trigger, in the writing transaction — not a counter that a
+# rolled-back write could repeat), so a pass with nothing new reads one row, not every value; the
+# pack and its KPI definitions by identity (a reload makes new ones).
 _ITEMS_CACHE: dict[str, tuple] = {}
 
 
@@ -246,12 +248,12 @@ def kpi_items(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | None
     kpi = kpi if kpi is not None else load_kpi_for_pack(pack)
     if not kpi.targets:
         return []
-    values = load_values(session, list(kpi.indicators))
-    inputs = (as_of, tolerance, tuple((k, tuple(v)) for k, v in sorted(values.items())))
+    version = values_version(session)          # before the values: a later write gives a new one
+    inputs = (as_of, tolerance, version)
     hit = _ITEMS_CACHE.get("last")
-    if hit is not None and hit[0] is pack and hit[1] is kpi and hit[2] == inputs:
+    if version is not None and hit is not None and hit[0] is pack and hit[1] is kpi and hit[2] == inputs:
         return list(hit[3])
-    items = select_items(_rows(kpi, pack, values, as_of, tolerance))
+    items = select_items(_rows(kpi, pack, load_values(session, list(kpi.indicators)), as_of, tolerance))
     _ITEMS_CACHE["last"] = (pack, kpi, inputs, tuple(items))
     return items
 

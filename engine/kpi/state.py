@@ -27,3 +27,12 @@ class KpiValueRow(SQLModel, table=True):
     replaces_id: Optional[int] = Field(default=None, foreign_key="kpi_values.id")
     recorded_at: datetime
     recorded_by: str = Field(default="cli", max_length=80)
+
+
+class KpiValuesVersionRow(SQLModel, table=True):
+    """One row whose token changes, by trigger, in the same transaction as any write to kpi_values
+    (migration 0015): an evaluation pass reads it to know whether the values changed since it last
+    classified the targets, instead of reading every value (engine/kpi/report.py)."""
+    __tablename__ = "kpi_values_version"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    token: str = Field(max_length=32)

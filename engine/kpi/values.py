@@ -19,7 +19,7 @@ from engine.clock import BadDate, parse_date
 from engine.kpi.classify import Obs
 from engine.kpi.loader import KpiPack
 from engine.kpi.model import in_unit
-from engine.kpi.state import KpiValueRow
+from engine.kpi.state import KpiValueRow, KpiValuesVersionRow
 from engine.limits import YEARS_VI, year_ok
 from engine.state import AuditRow
 from engine.submissions import ImportRejected, InputError, RowError, chunks, csv_rows, open_csv, write_transaction
@@ -214,14 +214,26 @@ def _write_values(session: Session, rows: list[tuple[int, KpiValueIn]], now: dat
 
 
 def load_values(session: Session, indicators: list[str] | None = None) -> dict[str, list[Obs]]:
-    """Active values per indicator, oldest first."""
-    q = select(KpiValueRow).where(KpiValueRow.active == True)  # noqa: E712
+    """Active values per indicator, oldest first.
+
+    Read as plain rows, not ORM objects: every evaluation pass reads them all (the KPI items are
+    classified from them, and remembered until they change), and values only accumulate — years
+    of yearly figures for 220 indicators are thousands of rows (benchmarks/README.md)."""
+    V = KpiValueRow
+    q = sa.select(V.indicator, V.value, V.as_of, V.source, V.recorded_at).where(V.active == True)  # noqa: E712
     if indicators is not None:
-        q = q.where(KpiValueRow.indicator.in_(indicators))
+        q = q.where(V.indicator.in_(indicators))
     out: dict[str, list[Obs]] = {}
-    for r in session.exec(q.order_by(KpiValueRow.as_of, KpiValueRow.recorded_at)).all():
-        out.setdefault(r.indicator, []).append(Obs(r.value, r.as_of, r.source, r.recorded_at))
+    for indicator, value, as_of, source, recorded_at in session.execute(q.order_by(V.as_of, V.recorded_at)):
+        out.setdefault(indicator, []).append(Obs(value, as_of, source, recorded_at))
     return out
+
+
+def values_version(session: Session) -> str | None:
+    """The values' version token: a new random one with every write to kpi_values, in the writing
+    transaction (a trigger, migration 0015), so equal tokens mean equal values. None when the row
+    is missing (nothing can then be known to be unchanged)."""
+    return session.execute(sa.select(KpiValuesVersionRow.token).where(KpiValuesVersionRow.id == 1)).scalar()
 
 
 def history(session: Session, indicator: str) -> list[KpiValueRow]:

@@ -18,12 +18,12 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,7 +37,7 @@ from engine.app.web.security import ctx, require_login
 from engine.errors import RulePackInvalid
 from engine.kpi.classify import val_text
 from engine.kpi.loader import KpiPack
-from engine.kpi.state import KpiValueRow
+from engine.kpi.values import values_version
 from engine.rules_loader import RulePack
 
 router = APIRouter()
@@ -63,11 +63,11 @@ def cache_root(settings: Settings) -> Path:
         return fallback
 
 
-def values_stamp(settings: Settings) -> tuple[int, int]:
-    """(count, newest id) of the recorded KPI values: a new value or a correction changes it."""
+def values_stamp(settings: Settings) -> str:
+    """The recorded KPI values' version token (engine/kpi/values.py): new with every write to them,
+    a correction or a deletion included (unknown: a new stamp each time, nothing reused)."""
     with services.open_session(settings) as ses:
-        n, last = ses.execute(select(func.count(KpiValueRow.id), func.max(KpiValueRow.id))).one()
-    return int(n or 0), int(last or 0)
+        return values_version(ses) or uuid.uuid4().hex
 
 
 def chart_key(settings: Settings, pack: RulePack, kpi: KpiPack, as_of: date) -> str:
