@@ -403,19 +403,41 @@ def add_old_kpi_notices(db: Path, n: int) -> None:
         con.close()
 
 
+def add_old_kpi_values(db: Path, rules: Path, n: int) -> None:
+    """N recorded KPI values of earlier years, spread over the rules' indicators (one a month each,
+    going back from 2025), as years of the secretariat's entries leave them."""
+    from engine.kpi.loader import load_kpi_for_pack
+    from engine.rules_loader import load_pack
+
+    indicators = sorted(load_kpi_for_pack(load_pack(rules, ROOT / "calendar")).indicators)
+    con = sqlite3.connect(db)
+    try:
+        rows = []
+        for k in range(n):
+            month = k // len(indicators)
+            day = date(2025 - month // 12, 12 - month % 12, 1) - timedelta(days=1)
+            rows.append((indicators[k % len(indicators)], float(k % 50), day.isoformat(), f"{day:%Y-%m-%d} 09:00:00.000000"))
+        con.executemany("INSERT INTO kpi_values (indicator, value, as_of, source, active, recorded_at, recorded_by) "
+                        "VALUES (?, ?, ?, 'báo cáo cũ', 1, ?, 'soak')", rows)
+        con.commit()
+    finally:
+        con.close()
+
+
 def replay_kept(rounds: int, specs: list[str]) -> None:
     """Side-by-side replays on snapshots a ``--keep`` run left (its ``replay/m02``, ``replay/m24``), at
     days of one's choosing: ``LABEL=FOLDER@AT``; ``+nokpi`` replays with the rules' kpi/ folder taken
     out, to tell the rows that grew from the KPI targets that slip (chased every pass) apart;
     ``+kpinotices=N`` adds N KPI notices of earlier years to the outbox first (what decades of
-    chasing leave: the soak's two years leave ≈300)."""
+    chasing leave: the soak's two years leave ≈300); ``+kpivalues=N`` N recorded KPI values of
+    earlier years (nobody records values in the soak)."""
     snaps: list[tuple[str, Path, str]] = []
     scratch = Path(tempfile.mkdtemp(prefix="dondoc-soak-replay-"))
     try:
         for spec in specs:
             label, rest = spec.split("=", 1)
             folder_text, at = rest.split("@", 1)
-            m = re.fullmatch(r"(.*?)((?:\+nokpi|\+kpinotices=\d+)*)", at)
+            m = re.fullmatch(r"(.*?)((?:\+nokpi|\+kpinotices=\d+|\+kpivalues=\d+)*)", at)
             assert m is not None
             at, mods = m.group(1), m.group(2)
             folder = scratch / f"s{len(snaps)}"
@@ -427,6 +449,9 @@ def replay_kept(rounds: int, specs: list[str]) -> None:
             extra = re.search(r"\+kpinotices=(\d+)", mods)
             if extra:
                 add_old_kpi_notices(folder / "state.db", int(extra.group(1)))
+            values = re.search(r"\+kpivalues=(\d+)", mods)
+            if values:
+                add_old_kpi_values(folder / "state.db", folder / "rules", int(values.group(1)))
             snaps.append((label, folder, at))
         out = replay_side_by_side(snaps, rounds)
         first = out[snaps[0][0]]
