@@ -98,10 +98,13 @@ def _sqlite_insert(rows: int, link: bool) -> str:
 @lru_cache(maxsize=32)
 def _sqlite_mark(rows: int) -> str:
     """Mark ``rows`` instances exhausted by (obligation, unit, period); parameters: the marker, the
-    day, then each instance's triple."""
+    day, then each instance's triple. Each triple is looked up through the unique index (a join):
+    SQLite does not use an index for ``(obligation, unit, period) IN (VALUES …)`` and read every
+    instance of every year for each statement (20 years of a province: ≈50 ms a statement)."""
     values = ",".join(["(?,?,?)"] * rows)
-    return ("UPDATE instances SET exhausted_rules = ?, exhausted_on = ? "
-            f"WHERE (obligation, unit, period) IN (VALUES {values})")
+    return ("UPDATE instances SET exhausted_rules = ?, exhausted_on = ? WHERE id IN ("
+            f"SELECT i.id FROM (VALUES {values}) AS v JOIN instances i "
+            "ON i.obligation = v.column1 AND i.unit = v.column2 AND i.period = v.column3)")
 
 
 def _cut(n: int, limit: int) -> list[tuple[int, int]]:

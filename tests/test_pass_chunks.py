@@ -197,6 +197,22 @@ def test_the_reader_walks_the_open_instances_index_alone(db_url: str) -> None:
         assert "USING COVERING INDEX ix_instances_open_key" in plan
 
 
+def test_marking_exhausted_instances_looks_each_one_up(tmp_path) -> None:
+    """The writer's exhaustion mark finds each instance through the unique index, not by reading
+    every instance of every year (SQLite uses no index for a row-value IN over VALUES)."""
+    from engine.notice_writer import _sqlite_mark
+
+    path = tmp_path / "state.db"
+    migrate(f"sqlite:///{path}")
+    con = sqlite3.connect(path)
+    try:
+        plan = [r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + _sqlite_mark(3), ["m", "2026-03-02"] + ["o", "u", "p"] * 3)]
+    finally:
+        con.close()
+    assert not any(step.startswith("SCAN instances") or step.startswith("SCAN i") for step in plan), plan
+    assert any("INDEX sqlite_autoindex_instances_1 (obligation=? AND unit=? AND period=?)" in step for step in plan), plan
+
+
 def test_a_kpi_failure_keeps_what_the_session_has_not_committed(db_url: str, pack, monkeypatch) -> None:
     """A KPI bug whose statement fails (on PostgreSQL that aborts the transaction) is reported and
     the reminders go on: the caller's uncommitted write stays, and the pass sees it."""
