@@ -165,8 +165,7 @@ def test_every_write_to_kpi_values_gives_a_new_version_token(tmp_path: Path, db_
 
     from engine.kpi.values import values_version
 
-    r = kpi(db_url, "list")            # migrates; no value yet
-    seen = [_token(db_url)]
+    seen = [_token(db_url)]            # a fresh database (migrated on first use): no value yet
 
     def changed() -> None:
         token = _token(db_url)
