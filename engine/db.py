@@ -214,7 +214,7 @@ MIGRATION_LOCK_KEY = 0x646F6E6D6967  # "donmig"
 
 
 # The newest migration in engine/migrations/versions (tests/test_state.py checks it is Alembic's head).
-SCHEMA_HEAD = "0015"
+SCHEMA_HEAD = "0016"
 
 
 def _current_revision(url: str) -> str | None:

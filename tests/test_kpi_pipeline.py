@@ -453,18 +453,21 @@ def test_the_passes_kpi_items_are_reused_until_a_value_the_day_or_the_rules_chan
     assert [s for s, _ in first] == ["behind"] and len(calls) == 1
     assert items(kpipack, day) == first and len(calls) == 1                 # the next hour: reused
 
-    # a value put back on track, not committed: seen; rolled back: the earlier answer again
+    # a value put back on track, not committed: seen; rolled back: the earlier answer again (still
+    # remembered under the earlier token: the uncommitted one is gone with its write)
     assert items(kpipack, day, extra=39) == [] and len(calls) == 2
-    assert items(kpipack, day) == first and len(calls) == 3
+    assert items(kpipack, day) == first and len(calls) == 2
 
     # a correction of the same date (the old row made inactive, a new one added)
     record(sqlite_url, kpipack, 28, "2025-11-14", "2026-06-08T13:00")
     corrected = items(kpipack, day)
-    assert len(calls) == 4 and corrected == fresh(kpipack, day)
+    assert len(calls) == 3 and corrected == fresh(kpipack, day)
 
     # another day
     later = items(kpipack, date(2026, 12, 1))
-    assert len(calls) == 5 and later == fresh(kpipack, date(2026, 12, 1))
+    assert len(calls) == 4
+    assert items(kpipack, day) == corrected and len(calls) == 4           # the other day: still remembered
+    assert later == fresh(kpipack, date(2026, 12, 1))
 
     # reloaded rules: a stricter target (≥ 60 %) is classified anew though nothing else changed
     rules = tmp_path / "rules2"
@@ -474,6 +477,43 @@ def test_the_passes_kpi_items_are_reused_until_a_value_the_day_or_the_rules_chan
     n = len(calls)
     assert items(reloaded, date(2026, 12, 1)) == fresh(reloaded, date(2026, 12, 1))
     assert len(calls) == n + 1
+
+
+def test_the_kpi_page_reuses_the_classification_until_a_value_changes_and_keeps_no_old_pack(
+        tmp_path, db_url, kpipack, monkeypatch) -> None:
+    """The console's KPI page, the CLI's report and the delivery pass (build_report) share the
+    pass's remembered classification: a second visit classifies nothing, a new value is seen at
+    once, and after a reload only the new pack's answers are kept (a daemon reloading its rules
+    200 times does not keep 200 packs alive)."""
+    import engine.kpi.report as report
+    from engine.kpi.report import build_report
+
+    calls: list[date] = []
+    real = report.evaluate
+    monkeypatch.setattr(report, "evaluate", lambda kpi, pack, values, as_of, *a: calls.append(as_of)
+                        or real(kpi, pack, values, as_of, *a))
+    report.forget_kpi_items()
+    kpi = load_kpi_for_pack(kpipack)
+    day = date(2026, 6, 8)
+    record(db_url, kpipack, 22, "2025-11-14", "2026-06-08T10:00")
+
+    def statuses(pack, k) -> list[str]:
+        with session(db_url) as s:
+            return [r.status for r in build_report(s, pack, day, k) if r.indicator == "ty-le"]
+
+    first = statuses(kpipack, kpi)
+    assert statuses(kpipack, kpi) == first and len(calls) == 1
+    with session(db_url) as s:
+        assert [i.status for i in kpi_items(s, kpipack, day, kpi)] == ["behind"] and len(calls) == 1
+    record(db_url, kpipack, 39, "2026-05-31", "2026-06-08T11:00")
+    assert statuses(kpipack, kpi) != first and len(calls) == 2
+
+    rules = tmp_path / "rules2"
+    shutil.copytree(kpipack.directory, rules)
+    reloaded = load_pack(rules, CALENDAR)
+    statuses(reloaded, load_kpi_for_pack(reloaded))
+    assert len(calls) == 3
+    assert {id(p) for p, _k, _r in report._ROWS_CACHE.values()} == {id(reloaded)}
 
 
 def test_a_pass_with_nothing_new_reads_the_values_version_not_the_values(db_url, kpipack, monkeypatch) -> None:

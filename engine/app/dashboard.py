@@ -113,6 +113,16 @@ def status_sql(today: date) -> sa.ColumnElement[str]:
         else_="open")
 
 
+def current_terms(today: date, upto: date) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
+    """The instances the overview counts, due by ``upto``: this year's and every earlier one still
+    open — the two terms of an OR (with ``active``), each searchable in one index
+    (ix_instances_due; ix_instances_open_due), so the database reads about one year's rows and the
+    open backlog, not every year's instances (0016; tests/test_console_reads.py reads the plans)."""
+    year_start = date(today.year, 1, 1)
+    return (sa.and_(InstanceRow.due >= year_start, InstanceRow.due <= upto),
+            sa.and_(InstanceRow.closed == sa.false(), InstanceRow.active == sa.true(), InstanceRow.due < year_start))
+
+
 def _per_unit(today: date, scope: tuple[sa.ColumnElement[bool], ...], late_shown: int | None,
               ranked_shown: int | None) -> sa.Select:
     """Per unit with instances in ``scope``: its overdue reports and their oldest due day; its
@@ -173,8 +183,7 @@ def overview(settings: Settings, pack: RulePack, today: date, *, late_shown: int
     object for each of 8,500 units to show 25 cost more than the rest (tests/test_dashboard_sql.py
     checks both against the overview as computed before)."""
     week_end = today + timedelta(days=6 - today.weekday())
-    scope = (InstanceRow.active == sa.true(), InstanceRow.due <= week_end,
-             sa.or_(InstanceRow.due >= date(today.year, 1, 1), InstanceRow.closed == sa.false()))
+    scope = (InstanceRow.active == sa.true(), sa.or_(*current_terms(today, week_end)))
     with open_session(settings) as ses:
         conn = ses.connection()                                          # plain rows: no ORM result processing
         units = conn.execute(_per_unit(today, scope, late_shown, ranked_shown)).all()

@@ -245,10 +245,14 @@ def check_rules(settings: Settings, templates_dir: Path | None = None) -> RulesC
 
 
 def load_kpi_pack(pack: RulePack, kpi_dir: Path | None = None) -> KpiPack:
-    """The KPI files beside the pack (or in kpi_dir); raises RulePackInvalid."""
-    from engine.kpi.loader import kpi_dir_of, load_kpi
+    """The KPI files beside the pack (or in kpi_dir); raises RulePackInvalid (also for a missing
+    folder). Parsed once per version of the files (load_kpi_for_pack's cache, which the daemon's
+    passes use): the console's KPI page parsed 220 targets on every visit (≈100 ms), and the
+    remembered classification (engine/kpi/report.py) knows a KPI pack by identity."""
+    from engine.kpi.loader import kpi_dir_of, load_kpi, load_kpi_for_pack
 
-    return load_kpi(kpi_dir_of(pack, kpi_dir), pack)
+    d = kpi_dir_of(pack, kpi_dir)
+    return load_kpi_for_pack(pack, kpi_dir) if d.is_dir() else load_kpi(d, pack)
 
 
 def _unit_known(pack: RulePack, unit: str | None) -> None:

@@ -4,7 +4,8 @@ digest includes ("chỉ tiêu chậm tiến độ"), the secretariat's summary, 
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -147,7 +148,47 @@ def build_report(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | N
     kpi = kpi if kpi is not None else load_kpi_for_pack(pack)
     if not kpi.targets:
         return []
-    return _rows(kpi, pack, load_values(session, list(kpi.indicators)), as_of, tolerance)
+    return _remembered_rows(session, pack, kpi, as_of, tolerance)
+
+
+# The last classifications and what they were computed from. Asked for by every evaluation pass
+# (hourly; the soak: ≈12 times a simulated day), by the delivery pass whenever a KPI notice waits,
+# and by the console's KPI page on each visit — and the answer changes only with the day, the
+# rules or a value: at 20 years of monthly figures (18,600 values) classifying every target took
+# ≈200 ms a request (stop 25's audit). Keyed by the values' version token (engine/kpi/values.py,
+# ``values_version``: random, new with every write to kpi_values, by trigger, in the writing
+# transaction — not a counter that a rolled-back write could repeat), so an answer with nothing
+# new reads one row, not every value; the pack and its KPI definitions by identity (a reload makes
+# new ones, and the older pack's answers are dropped then: a reload does not keep old packs alive).
+_REMEMBERED = 4
+_ROWS_CACHE: OrderedDict[tuple, tuple[RulePack, KpiPack, tuple[ReportRow, ...]]] = OrderedDict()
+_ROWS_LOCK = threading.Lock()          # the console's threads and the daemon's jobs share it
+
+
+def forget_kpi_items() -> None:
+    """Drop the remembered answers (benchmarks time the first pass of a day, which has none)."""
+    with _ROWS_LOCK:
+        _ROWS_CACHE.clear()
+
+
+def _remembered_rows(session: Session, pack: RulePack, kpi: KpiPack, as_of: date,
+                     tolerance: float | None) -> list[ReportRow]:
+    version = values_version(session)          # before the values: a later write gives a new one
+    key = (id(pack), id(kpi), as_of, tolerance, version)
+    with _ROWS_LOCK:
+        hit = _ROWS_CACHE.get(key)
+        if version is not None and hit is not None and hit[0] is pack and hit[1] is kpi:
+            _ROWS_CACHE.move_to_end(key)
+            return list(hit[2])
+    rows = _rows(kpi, pack, load_values(session, list(kpi.indicators)), as_of, tolerance)
+    if version is not None:
+        with _ROWS_LOCK:
+            for k in [k for k, (p, _k, _r) in _ROWS_CACHE.items() if p is not pack]:
+                del _ROWS_CACHE[k]
+            _ROWS_CACHE[key] = (pack, kpi, tuple(rows))
+            while len(_ROWS_CACHE) > _REMEMBERED:
+                _ROWS_CACHE.popitem(last=False)
+    return rows
 
 
 def _rows(kpi: KpiPack, pack: RulePack, values: dict[str, list[Obs]], as_of: date,
@@ -227,35 +268,13 @@ def select_items(rows: list[ReportRow]) -> list[KpiItem]:
     return sorted(items, key=lambda i: (i.unit, STATUS_ORDER[i.status], i.group, i.indicator, i.milestone))
 
 
-# The last kpi_items answer and what it was computed from. The daemon's pass asks every hour (the
-# soak: ≈12 times a simulated day) and the answer only changes with the day, the rules or a value:
-# classifying 221 targets cost half of a steady pass (≈10 of 20 ms, benchmarks/bench_soak_years.py).
-# Keyed by the values' version token (engine/kpi/values.py, ``values_version``: random, new with
-# every write to kpi_values, by trigger, in the writing transaction — not a counter that a
-# rolled-back write could repeat), so a pass with nothing new reads one row, not every value; the
-# pack and its KPI definitions by identity (a reload makes new ones).
-_ITEMS_CACHE: dict[str, tuple] = {}
-
-
-def forget_kpi_items() -> None:
-    """Drop the remembered answer (benchmarks time the first pass of a day, which has none)."""
-    _ITEMS_CACHE.clear()
-
-
 def kpi_items(session: Session, pack: RulePack, as_of: date, kpi: KpiPack | None = None,
               tolerance: float | None = None) -> list[KpiItem]:
     """Slipping targets (behind / missed / no_data) for the digest, each addressed to its unit."""
     kpi = kpi if kpi is not None else load_kpi_for_pack(pack)
     if not kpi.targets:
         return []
-    version = values_version(session)          # before the values: a later write gives a new one
-    inputs = (as_of, tolerance, version)
-    hit = _ITEMS_CACHE.get("last")
-    if version is not None and hit is not None and hit[0] is pack and hit[1] is kpi and hit[2] == inputs:
-        return list(hit[3])
-    items = select_items(_rows(kpi, pack, load_values(session, list(kpi.indicators)), as_of, tolerance))
-    _ITEMS_CACHE["last"] = (pack, kpi, inputs, tuple(items))
-    return items
+    return select_items(_remembered_rows(session, pack, kpi, as_of, tolerance))
 
 
 @dataclass

@@ -89,8 +89,12 @@ def open_items(ses: Session, units: list[str]) -> list[OpenItem]:
                                  InstanceRow.id, InstanceRow.period_start, InstanceRow.period_end,
                                  InstanceRow.cutoff_start)
                        .where(col(InstanceRow.unit).in_(units), InstanceRow.active == True,  # noqa: E712
-                              InstanceRow.closed == False, InstanceRow.waived == False)      # noqa: E712
-                       .order_by(InstanceRow.due, InstanceRow.id)).all()
+                              sa.func.coalesce(InstanceRow.closed, True) == False,               # noqa: E712
+                              InstanceRow.waived == False)).all()                                # noqa: E712
+    # Through these units' rows (unit, due), sorted here: asked for in due order, or with ``closed``
+    # where an index can use it (the coalesce of a NOT NULL column changes nothing else), SQLite
+    # walked every open instance of every unit along (closed, active, due) — the whole backlog.
+    rows = sorted(rows, key=lambda r: (r[3], r[4]))
     return [OpenItem(u, o, p, d, i, earliest_submission(ps, pe, d, cs)) for u, o, p, d, i, ps, pe, cs in rows]
 
 
