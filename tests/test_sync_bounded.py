@@ -115,8 +115,10 @@ def oracle_sync_instances(session: Session, pack: RulePack, now: datetime, track
     generated = [i for i in oracle_generate_instances(pack, start, end, tracking_start=start) if i.tracked]
     table = InstanceRow.__table__
     session.flush()
+    # In id order, as the whole-history sync read them (a scan of the table; since 0016 SQLite
+    # would read them through the index on due, in due order, and retire in another order).
     rows = {(r.obligation, r.unit, r.period): r for r in map(_Row, session.connection().execute(
-        sa.select(*(table.c[name] for name in _READ)).where(table.c.due >= start)))}
+        sa.select(*(table.c[name] for name in _READ)).where(table.c.due >= start).order_by(table.c.id)))}
     changed: dict[int, _Row] = {}
 
     wanted: dict[tuple[str, str, str], Instance] = {}
