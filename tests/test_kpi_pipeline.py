@@ -518,8 +518,8 @@ def test_the_kpi_page_reuses_the_classification_until_a_value_changes_and_keeps_
 
 def test_a_pass_with_nothing_new_reads_the_values_version_not_the_values(db_url, kpipack, monkeypatch) -> None:
     """The hourly pass with no new value reads one row (the values' version token, migration 0015),
-    not every value ever recorded (they only accumulate); a value changed by any SQL at all is seen
-    by the next pass."""
+    not every value ever recorded (they only accumulate), nor does the next day's first pass; a
+    value changed by any SQL at all is seen by the next pass."""
     from sqlalchemy import text
 
     import engine.kpi.report as report
@@ -534,6 +534,9 @@ def test_a_pass_with_nothing_new_reads_the_values_version_not_the_values(db_url,
         first = [i.status for i in kpi_items(s, kpipack, day)]
     with session(db_url) as s:
         assert [i.status for i in kpi_items(s, kpipack, day)] == first == ["behind"]
+    assert len(loads) == 1
+    with session(db_url) as s:           # the next day: classified again, from the values already read
+        assert [i.status for i in kpi_items(s, kpipack, day + timedelta(days=1))] == ["behind"]
     assert len(loads) == 1
     with session(db_url) as s:           # not through dondoc's code: the trigger still renews the token
         s.execute(text("UPDATE kpi_values SET value = 39 WHERE indicator = 'ty-le'"))
