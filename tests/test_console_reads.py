@@ -153,3 +153,20 @@ def test_the_outbox_page_lists_the_newest_digests_without_sorting_every_one(tmp_
     unit = every[0][2]
     mine = records.outbox_page(s, pack, "", unit, 1)
     assert [e.id for e in mine.entries] == [i for i, st, r in every if r == unit and st != "dropped"][:records.OUTBOX_PAGE]
+
+
+def test_migration_0016_matches_the_models_and_downgrades(db_url) -> None:
+    """0016 creates the indexes the models declare (Alembic finds nothing to add or drop on the
+    four tables); its downgrade restores the indexes it replaced."""
+    from engine.state import AttachmentRow, ConfirmationRow, InboundMailRow, InstanceRow
+    from tests.support import check_migration
+
+    tables = ("instances", "inbound_mails", "confirmations", "attachments")
+    models = {"instances": InstanceRow, "inbound_mails": InboundMailRow, "confirmations": ConfirmationRow,
+              "attachments": AttachmentRow}
+    for down in check_migration(db_url, tables, models, "0015"):
+        names = {t: {i["name"] for i in down.get_indexes(t)} for t in tables}
+        assert "ix_instances_unit" in names["instances"] and "ix_inbound_mails_state" in names["inbound_mails"]
+        assert not {"ix_instances_due", "ix_instances_obligation_due", "ix_instances_unit_due"} & names["instances"]
+        assert "ix_confirmations_state" not in names["confirmations"]
+        assert "ix_attachments_confirmation_id" not in names["attachments"]

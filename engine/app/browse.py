@@ -818,7 +818,8 @@ class ObligationSummary:
 
 def obligations_overview(settings: Settings, pack: RulePack, today: date) -> list[ObligationSummary]:
     """Every report of the rules: how often, to whom, by how many units, the next due day and how
-    many are overdue now (the condition engine.status.classify calls overdue, counted in SQL)."""
+    many are overdue now (the condition engine.status.classify calls overdue, counted in SQL among
+    the overview's reports: this year's and the earlier ones still open)."""
     def per_report(agg: sa.ColumnElement, *where: sa.ColumnElement[bool]) -> dict[str, object]:
         # The rows first, then grouped (OFFSET 0: not merged): grouped directly, SQLite walks the
         # whole (obligation, due) index in report order rather than the few rows the due day picks.

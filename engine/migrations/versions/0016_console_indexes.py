@@ -16,12 +16,12 @@ instead of a sort of every mail of the tab, replacing the index on ``state`` alo
 confirmations queue reads the pending ones (``state``) and their files (``confirmation_id``).
 """
 from alembic import op
-import sqlalchemy as sa
 
 revision = '0016'
 down_revision = '0015'
 branch_labels = None
 depends_on = None
+
 
 def upgrade() -> None:
     op.create_index('ix_instances_due', 'instances', ['due'], unique=False)
