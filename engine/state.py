@@ -44,6 +44,9 @@ class InstanceRow(SQLModel, table=True):
         Index("ix_instances_due", "due"),
         Index("ix_instances_unit_due", "unit", "due"),
         Index("ix_instances_obligation_due", "obligation", "due"),
+        # The daily sync reads a report's few periods from today on (engine/sync.py, by_period):
+        # the unique key has the unit between them, so it read the report's every year (0016).
+        Index("ix_instances_obligation_period", "obligation", "period"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     obligation: str = Field(max_length=80)

@@ -488,3 +488,20 @@ def test_the_daily_sync_needs_no_more_memory_after_three_years_than_after_one(tm
     three, n3 = _peak_of_daily_sync(tmp_path, 3)
     assert n3 > 1.8 * n1                # the history (plus the same horizon ahead) in the table
     assert three <= 1.2 * one, (one, three, n1, n3)
+
+
+def test_the_daily_sync_reads_a_reports_periods_not_its_every_year(tmp_path) -> None:
+    """The morning's sync reads the periods due from today of each report through (obligation,
+    period) (0016): without it each read took the report's rows of every year since the tracking
+    start along (obligation, due) — 85–103 ms a read at 20 years of a province."""
+    from engine.app import services
+    from tests.test_console_reads import Plans
+    from tests.web_support import Console
+
+    con = Console(tmp_path, now="2026-12-02T07:00", tracking_start="2023-01-01")
+    db = Path(con.settings.database.url.removeprefix("sqlite:///"))
+    with Plans(db) as p:
+        services.sync(con.settings, con.pack, con.now + timedelta(days=1))
+    by_period = [(sql[:120], plan) for sql, plan in p.plans() if "instances.period IN" in sql]
+    assert by_period
+    assert all("ix_instances_obligation_period" in plan for _sql, plan in by_period), by_period
