@@ -167,6 +167,7 @@ def test_migration_0016_matches_the_models_and_downgrades(db_url) -> None:
     for down in check_migration(db_url, tables, models, "0015"):
         names = {t: {i["name"] for i in down.get_indexes(t)} for t in tables}
         assert "ix_instances_unit" in names["instances"] and "ix_inbound_mails_state" in names["inbound_mails"]
-        assert not {"ix_instances_due", "ix_instances_obligation_due", "ix_instances_unit_due"} & names["instances"]
+        assert not {"ix_instances_due", "ix_instances_obligation_due", "ix_instances_unit_due",
+                    "ix_instances_obligation_period"} & names["instances"]
         assert "ix_confirmations_state" not in names["confirmations"]
         assert "ix_attachments_confirmation_id" not in names["attachments"]
