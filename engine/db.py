@@ -173,9 +173,15 @@ def _recycled_on_release(eng: Engine) -> None:
 
     def on_connect(_dbapi_conn, record) -> None:
         record.info["generation"] = generation[0]
+        record.info["unused"] = True
 
     def on_checkout(_dbapi_conn, record, _proxy) -> None:
-        if record.info.get("generation", generation[0]) != generation[0]:
+        if record.info.pop("unused", False):
+            # Just opened: it holds no statement, whatever the generation now is. Without this, a
+            # job ending on another thread between the reopening and this check made SQLAlchemy
+            # give up ("This connection is closed": it retries a checkout once).
+            record.info["generation"] = generation[0]
+        elif record.info.get("generation", generation[0]) != generation[0]:
             # SQLAlchemy closes this connection and opens a fresh one (PoolEvents.checkout)
             raise sa_exc.DisconnectionError("its prepared statements are released")
 

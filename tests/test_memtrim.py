@@ -123,6 +123,26 @@ def test_a_jobs_prepared_statements_are_freed_after_it(tmp_path) -> None:
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def test_a_job_ending_while_another_thread_reopens_its_connection_is_no_error(tmp_path) -> None:
+    """A connection replaced at checkout (its generation is old) and a job ending on another
+    thread just as the fresh one opens: the fresh connection is used. Before, the checkout found
+    it "old" too, and SQLAlchemy, which retries once, failed with "This connection is closed" (the
+    daemon's scheduler logged it and retried: seen in tests/test_daemon_run.py under load)."""
+    from sqlalchemy import event
+
+    from engine.db import make_engine, release_statements
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with eng.connect() as c:
+        c.exec_driver_sql("SELECT 1")
+    assert release_statements(eng)                 # the pooled connection is now of an old generation
+    event.listen(eng, "connect", lambda *_: release_statements(eng))    # a job ends as it reopens
+    for _ in range(3):
+        with eng.connect() as c:
+            assert c.exec_driver_sql("SELECT 2").scalar() == 2
+        release_statements(eng)
+
+
 def test_an_in_memory_database_is_not_closed_after_a_job() -> None:
     """Closing its connections would lose it."""
     from engine.db import make_engine, release_statements
