@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import ColumnElement, event, func, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
@@ -145,6 +145,13 @@ def _sqlite_pragmas(busy_ms: int):
     return on_connect
 
 
+def unindexed(column: ColumnElement) -> ColumnElement:
+    """``column``'s value (NULL included) inside an expression no index serves: the same hint on
+    SQLite and PostgreSQL, for a query where a planner without statistics would otherwise pick an
+    index that reads far more than another one the query can use (each caller says which)."""
+    return func.coalesce(column, column)
+
+
 def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_S) -> Engine:
     """An engine; on SQLite a statement waits up to ``busy_timeout`` seconds for another writer."""
     kwargs: dict = {}
@@ -172,16 +179,16 @@ def _recycled_on_release(eng: Engine) -> None:
     generation = _generations.setdefault(eng, [0])
 
     def on_connect(_dbapi_conn, record) -> None:
-        record.info["generation"] = generation[0]
-        record.info["unused"] = True
+        # Of the generation of its first checkout: just opened, it holds no statement, whatever the
+        # generation is by then. (Given the generation here, a job ending on another thread between
+        # the reopening below and SQLAlchemy's one re-check made the fresh connection look old
+        # too, and SQLAlchemy gave up: "This connection is closed".)
+        record.info["generation"] = None
 
     def on_checkout(_dbapi_conn, record, _proxy) -> None:
-        if record.info.pop("unused", False):
-            # Just opened: it holds no statement, whatever the generation now is. Without this, a
-            # job ending on another thread between the reopening and this check made SQLAlchemy
-            # give up ("This connection is closed": it retries a checkout once).
+        if record.info.get("generation") is None:
             record.info["generation"] = generation[0]
-        elif record.info.get("generation", generation[0]) != generation[0]:
+        elif record.info["generation"] != generation[0]:
             # SQLAlchemy closes this connection and opens a fresh one (PoolEvents.checkout)
             raise sa_exc.DisconnectionError("its prepared statements are released")
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from pydantic_core import PydanticUndefined
 from sqlmodel import Session, select
 
+from engine.db import unindexed
 from engine.instances import Generator, Instance
 from engine.rules_loader import RulePack
 from engine.rules_model import Obligation
@@ -314,10 +315,10 @@ class _Sync:
     # ── reading ──
     def _select(self, *where: sa.ColumnElement[bool], by_period: bool = False) -> sa.CursorResult:
         """``by_period``: the rows of a few periods, found through (obligation, period) (0016); the
-        tracking start is then compared inside an expression, which no index serves — else SQLite
-        reads the report's rows of every year since the start along (obligation, due)."""
+        tracking start is then compared unindexed — else SQLite reads the report's rows of every
+        year since the start along (obligation, due)."""
         t = self.table
-        since = sa.func.coalesce(t.c.due, self.start) >= self.start if by_period else t.c.due >= self.start
+        since = (unindexed(t.c.due) if by_period else t.c.due) >= self.start
         return self.session.connection().execute(sa.select(*(t.c[name] for name in _READ)).where(since, *where))
 
     def _iter_rows(self, *where: sa.ColumnElement[bool]) -> Iterator[_Row]:

@@ -320,3 +320,35 @@ def check_migration(db_url: str, tables: tuple[str, ...], models: dict[str, type
             assert inspect(eng).has_table(table)
     finally:
         eng.dispose()
+
+
+class Plans:
+    """Every SELECT a block issues, with SQLite's plan for it (EXPLAIN QUERY PLAN, same parameters)."""
+
+    def __init__(self, db: Path | None) -> None:
+        self.db, self.seen = db, []
+
+    def _record(self, conn, cursor, statement, params, context, executemany) -> None:
+        if not executemany and statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            self.seen.append((statement, params))
+
+    def __enter__(self) -> "Plans":
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.remove(Engine, "before_cursor_execute", self._record)
+
+    def plans(self) -> list[tuple[str, str]]:
+        import sqlite3
+
+        assert self.db is not None
+        with sqlite3.connect(self.db) as raw:
+            return [(" ".join(sql.split()), "; ".join(r[3] for r in raw.execute("EXPLAIN QUERY PLAN " + sql, params)))
+                    for sql, params in self.seen]

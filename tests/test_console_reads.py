@@ -14,19 +14,17 @@ check that the outbox page, whichever way it reads, lists exactly the newest dig
 from __future__ import annotations
 
 import re
-import sqlite3
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from engine.app import browse, confirmations, dashboard, records
 from engine.app.inbox import store
 from engine.app.services import open_session
 from engine.clock import TZ
+from tests.support import Plans
 from tests.web_support import Console
 
 TODAY = date(2026, 12, 2)
@@ -46,30 +44,6 @@ def aged(tmp_path_factory) -> Console:
 
 def _db(con: Console) -> Path:
     return Path(con.settings.database.url.removeprefix("sqlite:///"))
-
-
-class Plans:
-    """Every SELECT a block issues, with SQLite's plan for it (EXPLAIN QUERY PLAN, same parameters)."""
-
-    def __init__(self, db: Path | None) -> None:
-        self.db, self.seen = db, []
-
-    def _record(self, conn, cursor, statement, params, context, executemany) -> None:
-        if not executemany and statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            self.seen.append((statement, params))
-
-    def __enter__(self) -> "Plans":
-        event.listen(Engine, "before_cursor_execute", self._record)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        event.remove(Engine, "before_cursor_execute", self._record)
-
-    def plans(self) -> list[tuple[str, str]]:
-        assert self.db is not None
-        with sqlite3.connect(self.db) as raw:
-            return [(" ".join(sql.split()), "; ".join(r[3] for r in raw.execute("EXPLAIN QUERY PLAN " + sql, params)))
-                    for sql, params in self.seen]
 
 
 def test_the_console_pages_read_about_a_year_of_instances_not_every_year(aged) -> None:

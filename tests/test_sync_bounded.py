@@ -495,7 +495,7 @@ def test_the_daily_sync_reads_a_reports_periods_not_its_every_year(tmp_path) -> 
     period) (0016): without it each read took the report's rows of every year since the tracking
     start along (obligation, due) — 85–103 ms a read at 20 years of a province."""
     from engine.app import services
-    from tests.test_console_reads import Plans
+    from tests.support import Plans
     from tests.web_support import Console
 
     con = Console(tmp_path, now="2026-12-02T07:00", tracking_start="2023-01-01")

@@ -21,6 +21,7 @@ from sqlmodel import Session
 from engine.app import attachments, services
 from engine.app.config import Settings
 from engine.app.services import InvalidInput, open_session
+from engine.db import unindexed
 from engine.rules_loader import RulePack
 from engine.state import (FAILED, AttachmentRow, AuditRow, ConfirmationRow, DeliveryItemRow, DeliveryRow, InstanceRow,
                           NoticeRow, SubmissionRow, UnitRow, UserRow, WaiverRow)
@@ -500,15 +501,15 @@ def _newest_first(states: tuple[str, ...], selected: int, everything: int, upto:
     """The outbox page's filter, written so the database takes the cheaper way to the newest
     ``upto`` digests in ``states``: through the status index and a sort of the ``selected`` ones
     (few: failed, waiting), or backwards along the ids, skipping the others (most of the outbox is
-    sent: about ``upto × everything / selected`` rows read). The status is then compared inside an
-    expression, which no index serves: SQLite would otherwise sort every digest ever sent to show
-    fifty (20 years of a province: 404 ms; stop 25's audit)."""
+    sent: about ``upto × everything / selected`` rows read). The status is then compared unindexed:
+    SQLite would otherwise sort every digest ever sent to show fifty (20 years of a province:
+    404 ms; stop 25's audit)."""
     D = DeliveryRow
     if set(states) >= set(DELIVERY_STATUS):
         return []                                           # every digest: no filter at all
     if selected * selected <= upto * everything:
         return [D.status.in_(states)]
-    return [D.status.concat("").in_(states)]
+    return [unindexed(D.status).in_(states)]
 
 
 def _recipients(ses: Session) -> set[str]:

@@ -36,6 +36,7 @@ from engine.app.inbox.model import InboundMail
 from engine.app.inbox.parse import Limits, parse
 from engine.app.services import InvalidInput, ServiceError, open_session
 from engine.clock import aware, local
+from engine.db import unindexed
 from engine.rules_loader import RulePack
 from engine.state import (AuditRow, ConfirmationRow, DeliveryItemRow, DeliveryRow, InboundMailRow, InstanceRow,
                           NoticeRow)
@@ -89,11 +90,11 @@ def open_items(ses: Session, units: list[str]) -> list[OpenItem]:
                                  InstanceRow.id, InstanceRow.period_start, InstanceRow.period_end,
                                  InstanceRow.cutoff_start)
                        .where(col(InstanceRow.unit).in_(units), InstanceRow.active == True,  # noqa: E712
-                              sa.func.coalesce(InstanceRow.closed, True) == False,               # noqa: E712
+                              unindexed(InstanceRow.closed) == False,                            # noqa: E712
                               InstanceRow.waived == False)).all()                                # noqa: E712
     # Through these units' rows (unit, due), sorted here: asked for in due order, or with ``closed``
-    # where an index can use it (the coalesce of a NOT NULL column changes nothing else), SQLite
-    # walked every open instance of every unit along (closed, active, due) — the whole backlog.
+    # where an index can use it, SQLite walked every open instance of every unit along (closed,
+    # active, due) — the whole backlog.
     rows = sorted(rows, key=lambda r: (r[3], r[4]))
     return [OpenItem(u, o, p, d, i, earliest_submission(ps, pe, d, cs)) for u, o, p, d, i, ps, pe, cs in rows]
 
