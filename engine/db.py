@@ -11,11 +11,13 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Sequence
+from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, event, func, text
+from sqlalchemy import ColumnElement, Executable, event, func, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
@@ -150,6 +152,53 @@ def unindexed(column: ColumnElement) -> ColumnElement:
     SQLite and PostgreSQL, for a query where a planner without statistics would otherwise pick an
     index that reads far more than another one the query can use (each caller says which)."""
     return func.coalesce(column, column)
+
+
+def execute_and_commit(ses: Session, statements: Sequence[tuple[Executable, dict[str, Any]]]) -> None:
+    """Execute ``statements`` (write statements: no rows are read back) and commit, all or nothing.
+
+    On PostgreSQL, when the session's transaction has not begun on the server yet, in one round
+    trip: ``BEGIN``, the statements and ``COMMIT`` as one pipeline (psycopg's ``pipeline()`` with
+    its autocommit on for the while; psycopg would otherwise wait for its own ``BEGIN`` and for
+    each statement: four round trips for two ``UPDATE``s); if any fails, the block is rolled back.
+    Why: the delivery pass does this twice per message, and each round trip blocks the event loop
+    that drives the SMTP connections. Elsewhere (SQLite, or a transaction already open on the
+    server), the statements then the session's commit."""
+    ses.flush()                                  # anything the unit of work holds goes first
+    conn = ses.connection()
+    raw = conn.connection.driver_connection
+    if statements and hasattr(raw, "pipeline") and raw.info.transaction_status.name == "IDLE":
+        dialect = conn.dialect
+        raw.autocommit = True                    # so psycopg sends no BEGIN of its own and waits for it
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                for stmt, params in statements:
+                    conn.execute(stmt, params)
+                raw.execute("COMMIT")
+        except BaseException as exc:
+            # A statement refused by the server (the rest, COMMIT included, skipped up to the Sync)
+            # or one that failed here before COMMIT was queued: the block is still open; undo it.
+            if not raw.closed and raw.info.transaction_status.name != "IDLE":
+                with suppress(dialect.loaded_dbapi.Error):   # a lost connection: the error below says so
+                    raw.rollback()
+            if not isinstance(exc, dialect.loaded_dbapi.Error):
+                raise
+            # Raised at the Sync, outside SQLAlchemy's execute: wrapped as SQLAlchemy would have
+            # (IntegrityError, OperationalError …, a lost connection invalidated) for the callers.
+            lost = dialect.is_disconnect(exc, raw, None)
+            if lost:
+                conn.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                             connection_invalidated=lost, dialect=dialect) from exc
+        finally:
+            if not raw.closed:
+                raw.autocommit = False
+        ses.commit()                             # the session's bookkeeping: nothing left to send
+        return
+    for stmt, params in statements:
+        conn.execute(stmt, params)
+    ses.commit()
 
 
 def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_S) -> Engine:

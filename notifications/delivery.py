@@ -357,6 +357,10 @@ class Pass:
         # run_channel awaits before a connection's first command for that digest). Every other write
         # (outcomes, moot notices, dropped digests) commits at once.
         self.unsaved = False
+        # In-flight marks staged by ``in_flight``, written by the next commit (``commit``, or an
+        # outcome's in ``record``): the marks of the connections that prepared a digest in the same
+        # turn as one ``UPDATE``, sent with its ``COMMIT`` (one round trip on PostgreSQL).
+        self.marks: list[tuple[DeliveryRow, dict[str, object]]] = []
 
     def stop(self, reason: str) -> None:
         self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
@@ -436,15 +440,24 @@ class Pass:
         return url
 
     def commit(self) -> None:
-        self.ses.commit()
+        self._marks().send(self.ses, commit=True)
         self.unsaved = False
+
+    def _marks(self) -> outbox.Writes:
+        """The staged in-flight marks as statements to send (and forgets them: sent or failed, they
+        are not sent twice)."""
+        w = outbox.Writes()
+        marks, self.marks = self.marks, []
+        if marks:
+            w.update_all(marks)
+        return w
 
     def in_flight(self, d: DeliveryRow, file_name: str | None = None) -> bool:
         """Note that this digest may reach the receiver from now on (see README), and the file it is
-        written to (pickup folder), so a retry or a re-send after a crash rewrites it. Staged only:
-        ``commit`` (run_channel awaits it through ``Feed.flush`` before the connection's first
-        command, shared by the connections that prepared a digest in the same turn of the event
-        loop) makes it durable, with the digest's link row (``link``)."""
+        written to (pickup folder), so a retry or a re-send after a crash rewrites it. Staged only,
+        not yet written: ``commit`` (run_channel awaits it through ``Feed.flush`` before the
+        connection's first command, shared by the connections that prepared a digest in the same
+        turn of the event loop) writes and commits it, with the digest's link row (``link``)."""
         prev = d.maybe_sent
         values: dict[str, object] = {}
         if not prev:
@@ -452,7 +465,7 @@ class Pass:
         if file_name and d.file_name != file_name:
             values["file_name"] = file_name
         if values:
-            outbox._write(self.ses, d, values)
+            self.marks.append((d, values))
             self.unsaved = True
         return prev
 
@@ -469,7 +482,7 @@ class Pass:
         outbox.record(self.ses, d, outcome, self.ctx.now, max_attempts=s.max_attempts,
                       backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
                       notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
-                      pairs=self.pairs, extra=extra)
+                      pairs=self.pairs, extra=extra, writes=self._marks())  # other connections' marks go first
         self.unsaved = False
         r = self.report
         if d.status == SENT:

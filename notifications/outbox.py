@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
+from engine.db import execute_and_commit
 from engine.errors import RulePackInvalid
 from engine.kpi.report import KpiItem, KpiSummary, ReportRow
 from engine.kpi.subject import KpiSubject, decode, is_kpi_obligation
@@ -490,38 +491,62 @@ def _pairs(ses: Session, notice_ids: list[int]) -> Pairs:
     return per
 
 
+class Writes:
+    """``UPDATE``s of the columns that change, as Core statements (no unit-of-work flush: the
+    delivery pass writes twice per message), collected and then sent together with their commit
+    (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``). The session objects are
+    kept in step at once without being marked dirty, so what is computed next sees the new values;
+    nothing between ``update`` and ``send`` may read through the session's connection."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[object, dict[str, object]]] = []
+
+    def update(self, obj: SQLModel, values: dict[str, object]) -> None:
+        changed = {k: v for k, v in values.items() if getattr(obj, k) != v}
+        if not changed:
+            return
+        self.statements.append((_update_stmt(type(obj).__table__, tuple(sorted(changed))), {"_id": obj.id, **changed}))
+        for k, v in changed.items():
+            set_committed_value(obj, k, v)
+
+    def update_all(self, writes: list[tuple[SQLModel, dict[str, object]]]) -> None:
+        """Rows of one table given the same new values (the notices of a digest just sent, the
+        in-flight marks of one turn) share one ``UPDATE … WHERE id IN (…)``."""
+        if len(writes) == 1:
+            self.update(*writes[0])
+            return
+        groups: dict[tuple, list[SQLModel]] = defaultdict(list)
+        for obj, values in writes:
+            changed = tuple(sorted((k, v) for k, v in values.items() if getattr(obj, k) != v))
+            if changed:
+                groups[changed].append(obj)
+        for changed, objs in groups.items():
+            if len(objs) == 1:
+                self.update(objs[0], dict(changed))
+                continue
+            self.statements.append((_update_many_stmt(type(objs[0]).__table__, tuple(k for k, _ in changed)),
+                                    {"_ids": [o.id for o in objs], **dict(changed)}))
+            for o in objs:
+                for k, v in changed:
+                    set_committed_value(o, k, v)
+
+    def send(self, ses: Session, commit: bool) -> None:
+        """Execute what was collected, then commit when asked (all in one round trip on PostgreSQL
+        when nothing else is pending: ``engine.db.execute_and_commit``)."""
+        statements, self.statements = self.statements, []
+        if commit:
+            execute_and_commit(ses, statements)
+            return
+        conn = ses.connection()
+        for stmt, params in statements:
+            conn.execute(stmt, params)
+
+
 def _write(ses: Session, obj: SQLModel, values: dict[str, object]) -> None:
-    """UPDATE only the columns that change, as one Core statement (no unit-of-work flush: this runs
-    twice per message), and keep the session object in step without marking it dirty."""
-    changed = {k: v for k, v in values.items() if getattr(obj, k) != v}
-    if not changed:
-        return
-    stmt = _update_stmt(type(obj).__table__, tuple(sorted(changed)))
-    ses.connection().execute(stmt, {"_id": obj.id, **changed})
-    for k, v in changed.items():
-        set_committed_value(obj, k, v)
-
-
-def _write_all(ses: Session, writes: list[tuple[SQLModel, dict[str, object]]]) -> None:
-    """``_write`` for several rows of one table: rows given the same new values (the notices of a
-    digest that was just sent) share one ``UPDATE … WHERE id IN (…)``."""
-    if len(writes) == 1:
-        _write(ses, *writes[0])
-        return
-    groups: dict[tuple, list[SQLModel]] = defaultdict(list)
-    for obj, values in writes:
-        changed = tuple(sorted((k, v) for k, v in values.items() if getattr(obj, k) != v))
-        if changed:
-            groups[changed].append(obj)
-    for changed, objs in groups.items():
-        if len(objs) == 1:
-            _write(ses, objs[0], dict(changed))
-            continue
-        stmt = _update_many_stmt(type(objs[0]).__table__, tuple(k for k, _ in changed))
-        ses.connection().execute(stmt, {"_ids": [o.id for o in objs], **dict(changed)})
-        for o in objs:
-            for k, v in changed:
-                set_committed_value(o, k, v)
+    """One row's changed columns, written now (not committed)."""
+    w = Writes()
+    w.update(obj, values)
+    w.send(ses, commit=False)
 
 
 @lru_cache(maxsize=256)
@@ -538,9 +563,12 @@ def _update_many_stmt(table, columns: tuple[str, ...]):
 
 def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime, *, max_attempts: int,
            backoff_first_s: float, backoff_max_s: float, notice_ids: list[int] | None = None,
-           pairs: Pairs | None = None, extra: dict[str, object] | None = None, commit: bool = True) -> None:
+           pairs: Pairs | None = None, extra: dict[str, object] | None = None, commit: bool = True,
+           writes: Writes | None = None) -> None:
     """Apply one outcome to a delivery and its notices, and commit at once (``commit=False``: the
-    caller commits, before anything else is sent on that connection; see delivery.Feed)."""
+    caller commits, before anything else is sent on that connection; see delivery.Feed).
+    ``writes``: statements already collected (the in-flight marks of other connections) that go first,
+    in the same commit."""
     d = delivery
     v: dict[str, object] = {"updated_at": now, **(extra or {})}
     if outcome.kind == SENT:
@@ -558,23 +586,26 @@ def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime,
     else:  # failed: permanent for this recipient
         v.update(attempts=d.attempts + 1, status=FAILED, next_attempt_at=None, last_error=outcome.reason)
     ses.flush()                                  # anything pending from earlier steps first
-    _write(ses, d, v)
     ids = notice_ids if notice_ids is not None else [n.id for _, n in delivery_notices(ses, d.id)]
-    settle_notices(ses, ids, now, pairs if notice_ids is not None else None)
-    if commit:
-        ses.commit()
+    w = writes if writes is not None else Writes()
+    w.update(d, v)
+    settle_notices(ses, ids, now, pairs if notice_ids is not None else None, writes=w)
+    w.send(ses, commit=commit)
 
 
-def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pairs | None = None) -> None:
-    """Summarise each notice's deliveries into its own status columns.
+def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pairs | None = None,
+                   writes: Writes | None = None) -> None:
+    """Summarise each notice's deliveries into its own status columns (written now, or added to
+    ``writes`` for its caller to send).
 
     ``pairs`` (from load_chunk) holds the same session objects the pass updates, so it is current
     and saves a query per message."""
     if not notice_ids:
         return
-    ses.flush()
+    if writes is None:
+        ses.flush()
     per = pairs if pairs is not None and all(i in pairs for i in notice_ids) else _pairs(ses, notice_ids)
-    writes: list[tuple[SQLModel, dict[str, object]]] = []
+    changes: list[tuple[SQLModel, dict[str, object]]] = []
     for nid in notice_ids:
         n = ses.get(NoticeRow, nid)             # usually already in the session: no query
         found = per.get(nid) if n is not None else None
@@ -596,9 +627,12 @@ def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pa
             v.update(status=FAILED, next_attempt_at=None, last_error=failed[-1].last_error)
         else:
             v.update(status=DROPPED, next_attempt_at=None)
-        writes.append((n, v))
-    if writes:
-        _write_all(ses, writes)
+        changes.append((n, v))
+    if changes:
+        w = writes if writes is not None else Writes()
+        w.update_all(changes)
+        if writes is None:
+            w.send(ses, commit=False)
 
 
 # ---------------------------------------------------------------------------------------------
