@@ -9,6 +9,13 @@ Median of RUNS runs; each full-pass run starts from a copy of the same freshly s
                                               [--rows 1,per-message,3,4]
     .venv/bin/python benchmarks/bench_smtp.py --profile 4 [--db postgresql] [--top 25]
 
+``--db-delay-ms D`` (PostgreSQL) reaches the server through a proxy process that holds every packet D ms
+each way, as a database on another host would (asyncio's timers: D below 1 ms rounds up to 1 ms).
+``--commit-variants`` runs every full pass twice, alternating: the pass as it is (each commit one
+round trip: ``engine.db.execute_and_commit``) and with that function replaced by "each statement,
+then COMMIT" (the statements and round trips of the code before stop 27), so their ratio is measured
+in the same runs.
+
 ``--db postgresql`` starts a throw-away PostgreSQL server on loopback (tests/pgserver.py) with the
 production defaults for durability (``fsync``, ``synchronous_commit`` and ``full_page_writes`` on:
 every commit waits for its WAL flush); each run gets its own copy of the seeded database
@@ -153,6 +160,74 @@ def _start_durable(server) -> None:
                 f"-p {server.port} -k {server.dir} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")
 
 
+def _delay_proxy(listen: int, target: int, delay_s: float) -> None:
+    """A TCP proxy holding every packet ``delay_s`` each way, in order (run in its own process)."""
+
+    async def pump(reader, writer) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def read() -> None:
+            while True:
+                data = await reader.read(65536)
+                queue.put_nowait((time.monotonic() + delay_s, data))
+                if not data:
+                    return
+
+        async def write() -> None:
+            while True:
+                due, data = await queue.get()
+                if (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        await asyncio.gather(read(), write(), return_exceptions=True)
+
+    async def handle(client_r, client_w) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
+        await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w), return_exceptions=True)
+
+    async def serve() -> None:
+        srv = await asyncio.start_server(handle, "127.0.0.1", listen)
+        await srv.serve_forever()
+
+    asyncio.run(serve())
+
+
+class DelayedPg:
+    """``--db-delay-ms``: each run's database URL through a proxy adding a delay each way."""
+
+    def __init__(self, dbs: "PgDbs", delay_ms: float):
+        import socket
+
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            self.port = so.getsockname()[1]
+        self.dbs = dbs
+        self.proc = mp.get_context("spawn").Process(target=_delay_proxy, args=(self.port, dbs.server.port, delay_ms / 1000),
+                                                     daemon=True)
+        self.proc.start()
+        time.sleep(1.0)                          # the proxy's listening socket
+
+    def url(self, url: str) -> str:
+        return url.replace(f":{self.dbs.server.port}/", f":{self.port}/")
+
+    def close(self) -> None:
+        self.proc.kill()
+
+
+def _statements_then_commit(ses, statements) -> None:
+    """``--commit-variants``: engine.db.execute_and_commit as it was written before stop 27."""
+    ses.flush()
+    conn = ses.connection()
+    for stmt, params in statements:
+        conn.execute(stmt, params)
+    ses.commit()
+
+
 def seed(dbs, workdir: Path, n: int):
     from sqlmodel import select
 
@@ -201,15 +276,29 @@ def full_pass(pack, url: str, port: int, concurrency: int, reuse: bool) -> tuple
     from notifications.delivery import deliver
 
     eng = get_engine(url)                        # migrations checked outside the timed part
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, m0 = time.perf_counter(), time.process_time(), _machine_busy()
     rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(),
                   reuse_connections=reuse, links=links())
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    secs, cpu, machine = time.perf_counter() - t0, time.process_time() - c0, _machine_busy() - m0
     eng.dispose()
     # the sender's own CPU per message (the sink is another process): steadier than messages/s
-    # when other work shares the cores
-    print(f"{'':10} (sender CPU {1000 * cpu / max(rep.sent, 1):.2f} ms per message)", file=sys.stderr)
+    # when other work shares the cores; and every process's (sender, database server, sink, the rest
+    # of the machine): what the cores had to give per message
+    sent = max(rep.sent, 1)
+    print(f"{'':10} (sender CPU {1000 * cpu / sent:.2f} ms per message; the whole machine's "
+          f"{1000 * machine / sent:.2f} ms, {100 * machine / secs / (os.cpu_count() or 1):.0f} % of its cores)",
+          file=sys.stderr)
     return secs, rep.sent
+
+
+def _machine_busy() -> float:
+    """CPU seconds every process of the machine has used so far (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as fh:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fh.readline().split()[1:8])
+    except (OSError, ValueError):
+        return 0.0
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def transport_only(jobs, port: int, concurrency: int, reuse: bool) -> tuple[float, int]:
@@ -306,6 +395,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--profile-out", type=Path, default=Path(tempfile.gettempdir()) / "bench_smtp.prof")
     ap.add_argument("--links", action="store_true", help='every digest with its "Báo đã gửi" link (web secret set)')
+    ap.add_argument("--db-delay-ms", type=float, default=0.0,
+                    help="PostgreSQL through a proxy adding this delay each way (a database on another host)")
+    ap.add_argument("--commit-variants", action="store_true",
+                    help="alternate each full pass with the commits written as statements then COMMIT (before stop 27)")
     args = ap.parse_args()
     global LINKS
     LINKS = args.links
@@ -324,6 +417,9 @@ def main() -> None:
         for kind in kinds:
             dbs = SqliteDbs(work) if kind == "sqlite" else PgDbs(durable=args.pg_fsync == "on")
             try:
+                from engine.db import execute_and_commit as one_round_trip
+                from notifications import outbox
+
                 t0 = time.perf_counter()
                 pack = seed(dbs, work, args.n)
                 print(f"{dbs.name}: seeded {args.n} units/notices in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -332,15 +428,30 @@ def main() -> None:
                 if args.profile:
                     profile(pack, dbs, port, args.profile, args.top, args.profile_out)
                     continue
+                delayed = DelayedPg(dbs, args.db_delay_ms) if isinstance(dbs, PgDbs) and args.db_delay_ms else None
+                name = dbs.name + (f", {args.db_delay_ms:g} ms away" if delayed else "")
+                variants = (["one round trip", "statements, then COMMIT"] if args.commit_variants else [None])
                 for label, conc, reuse in rows_wanted:
-                    rates = []
+                    rates: dict = {v: [] for v in variants}
                     for run in range(args.runs):
-                        secs, sent = full_pass(pack, dbs.copy(f"{conc}-{reuse}-{run}"), port, conc, reuse)
-                        assert sent == args.n, (label, sent)
-                        rates.append(sent / secs)
-                        print(f"{dbs.name:10} full pass      {label:24} run {run + 1}: {sent / secs:7.0f} msg/s "
-                              f"({secs:.2f} s)", file=sys.stderr)
-                    rows.append(Row(dbs.name, "full pass", label, rates))
+                        for variant in (variants if run % 2 == 0 else variants[::-1]):
+                            url = dbs.copy(f"{conc}-{reuse}-{run}-{variants.index(variant)}")
+                            outbox.execute_and_commit = (_statements_then_commit if variant == variants[-1] and
+                                                         args.commit_variants else one_round_trip)
+                            secs, sent = full_pass(pack, delayed.url(url) if delayed else url, port, conc, reuse)
+                            assert sent == args.n, (label, sent)
+                            rates[variant].append(sent / secs)
+                            print(f"{name:10} full pass      {label:24} run {run + 1}{f' ({variant})' if variant else ''}: "
+                                  f"{sent / secs:7.0f} msg/s ({secs:.2f} s)", file=sys.stderr)
+                    for variant in variants:
+                        rows.append(Row(name, "full pass" + (f" ({variant})" if variant else ""), label, rates[variant]))
+                    if args.commit_variants:
+                        ratios = [a / b for a, b in zip(*rates.values())]
+                        notes.append(f"{name}, {label}: one round trip ÷ statements then COMMIT, per run: "
+                                     + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {statistics.median(ratios):.2f})")
+                outbox.execute_and_commit = one_round_trip
+                if delayed:
+                    delayed.close()
             finally:
                 dbs.close()
         if not args.profile and not args.no_transport:
