@@ -494,9 +494,10 @@ def _pairs(ses: Session, notice_ids: list[int]) -> Pairs:
 class Writes:
     """``UPDATE``s of the columns that change, as Core statements (no unit-of-work flush: the
     delivery pass writes twice per message), collected and then sent together with their commit
-    (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``). The session objects are
-    kept in step at once without being marked dirty, so what is computed next sees the new values;
-    nothing between ``update`` and ``send`` may read through the session's connection."""
+    (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``). The session objects
+    are kept in step at once without being marked dirty, so what is computed next sees the new
+    values (a query in between still finds the old ones in the database: the identity map keeps
+    the objects' new values, which is all ``settle_notices`` reads)."""
 
     def __init__(self) -> None:
         self.statements: list[tuple[object, dict[str, object]]] = []
