@@ -430,14 +430,14 @@ def main() -> None:
                     continue
                 delayed = DelayedPg(dbs, args.db_delay_ms) if isinstance(dbs, PgDbs) and args.db_delay_ms else None
                 name = dbs.name + (f", {args.db_delay_ms:g} ms away" if delayed else "")
-                variants = (["one round trip", "statements, then COMMIT"] if args.commit_variants else [None])
+                old_way = "statements, then COMMIT"
+                variants = (["one round trip", old_way] if args.commit_variants else [None])
                 for label, conc, reuse in rows_wanted:
                     rates: dict = {v: [] for v in variants}
                     for run in range(args.runs):
                         for variant in (variants if run % 2 == 0 else variants[::-1]):
                             url = dbs.copy(f"{conc}-{reuse}-{run}-{variants.index(variant)}")
-                            outbox.execute_and_commit = (_statements_then_commit if variant == variants[-1] and
-                                                         args.commit_variants else one_round_trip)
+                            outbox.execute_and_commit = _statements_then_commit if variant == old_way else one_round_trip
                             secs, sent = full_pass(pack, delayed.url(url) if delayed else url, port, conc, reuse)
                             assert sent == args.n, (label, sent)
                             rates[variant].append(sent / secs)

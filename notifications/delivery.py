@@ -352,14 +352,14 @@ class Pass:
         self.live: dict[int, list[tuple[NoticeRow, outbox.Subject]]] = {}
         self.pairs: outbox.Pairs = {}
         self.stopped = False
-        # Writes staged in the pass's transaction and not yet committed: in-flight marks (``begin``)
-        # and the link rows rendered with them. Committed by ``commit`` (``Feed.flush``, which
-        # run_channel awaits before a connection's first command for that digest). Every other write
-        # (outcomes, moot notices, dropped digests) commits at once.
+        # Not yet committed: in-flight marks (``begin``), kept in ``marks`` until a commit writes
+        # them, and the link rows rendered with them, flushed into the pass's transaction. Both are
+        # committed by ``commit`` (``Feed.flush``, which run_channel awaits before a connection's
+        # first command for that digest) or by the next outcome's commit (``record``); the marks of
+        # the connections that prepared a digest in the same turn go as one ``UPDATE`` with its
+        # ``COMMIT`` (one round trip on PostgreSQL). Every other write (outcomes, moot notices,
+        # dropped digests) commits at once.
         self.unsaved = False
-        # In-flight marks staged by ``in_flight``, written by the next commit (``commit``, or an
-        # outcome's in ``record``): the marks of the connections that prepared a digest in the same
-        # turn as one ``UPDATE``, sent with its ``COMMIT`` (one round trip on PostgreSQL).
         self.marks: list[tuple[DeliveryRow, dict[str, object]]] = []
 
     def stop(self, reason: str) -> None:

@@ -24,7 +24,7 @@ from typing import Union
 
 from functools import lru_cache
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Executable, bindparam, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
@@ -500,7 +500,7 @@ class Writes:
     the objects' new values, which is all ``settle_notices`` reads)."""
 
     def __init__(self) -> None:
-        self.statements: list[tuple[object, dict[str, object]]] = []
+        self.statements: list[tuple[Executable, dict[str, object]]] = []
 
     def update(self, obj: SQLModel, values: dict[str, object]) -> None:
         changed = {k: v for k, v in values.items() if getattr(obj, k) != v}
