@@ -11,10 +11,11 @@ Median of RUNS runs; each full-pass run starts from a copy of the same freshly s
 
 ``--db-delay-ms D`` (PostgreSQL) reaches the server through a proxy process that holds every packet D ms
 each way, as a database on another host would (asyncio's timers: D below 1 ms rounds up to 1 ms).
-``--commit-variants`` runs every full pass twice, alternating: the pass as it is (each commit one
-round trip: ``engine.db.execute_and_commit``) and with that function replaced by "each statement,
-then COMMIT" (the statements and round trips of the code before stop 27), so their ratio is measured
-in the same runs.
+``--commit-variants`` (PostgreSQL) runs every full pass twice, alternating: the pass as it is (marks
+and outcomes committed on a connection of their own, awaited on the event loop, grouped:
+engine/async_commits.py) and with ``notifications.delivery.AWAIT_COMMITS`` off (each commit on the
+pass's session, one blocking round trip: the code of stop 27), so their ratio is measured in the
+same runs.
 
 ``--db postgresql`` starts a throw-away PostgreSQL server on loopback (tests/pgserver.py) with the
 production defaults for durability (``fsync``, ``synchronous_commit`` and ``full_page_writes`` on:
@@ -219,15 +220,6 @@ class DelayedPg:
         self.proc.kill()
 
 
-def _statements_then_commit(ses, statements) -> None:
-    """``--commit-variants``: engine.db.execute_and_commit as it was written before stop 27."""
-    ses.flush()
-    conn = ses.connection()
-    for stmt, params in statements:
-        conn.execute(stmt, params)
-    ses.commit()
-
-
 def seed(dbs, workdir: Path, n: int):
     from sqlmodel import select
 
@@ -398,7 +390,7 @@ def main() -> None:
     ap.add_argument("--db-delay-ms", type=float, default=0.0,
                     help="PostgreSQL through a proxy adding this delay each way (a database on another host)")
     ap.add_argument("--commit-variants", action="store_true",
-                    help="alternate each full pass with the commits written as statements then COMMIT (before stop 27)")
+                    help="alternate each full pass with its commits blocking on the session (stop 27)")
     args = ap.parse_args()
     global LINKS
     LINKS = args.links
@@ -417,8 +409,7 @@ def main() -> None:
         for kind in kinds:
             dbs = SqliteDbs(work) if kind == "sqlite" else PgDbs(durable=args.pg_fsync == "on")
             try:
-                from engine.db import execute_and_commit as one_round_trip
-                from notifications import outbox
+                from notifications import delivery
 
                 t0 = time.perf_counter()
                 pack = seed(dbs, work, args.n)
@@ -430,14 +421,14 @@ def main() -> None:
                     continue
                 delayed = DelayedPg(dbs, args.db_delay_ms) if isinstance(dbs, PgDbs) and args.db_delay_ms else None
                 name = dbs.name + (f", {args.db_delay_ms:g} ms away" if delayed else "")
-                old_way = "statements, then COMMIT"
-                variants = (["one round trip", old_way] if args.commit_variants else [None])
+                old_way = "blocking commits"
+                variants = (["awaited commits", old_way] if args.commit_variants else [None])
                 for label, conc, reuse in rows_wanted:
                     rates: dict = {v: [] for v in variants}
                     for run in range(args.runs):
                         for variant in (variants if run % 2 == 0 else variants[::-1]):
                             url = dbs.copy(f"{conc}-{reuse}-{run}-{variants.index(variant)}")
-                            outbox.execute_and_commit = _statements_then_commit if variant == old_way else one_round_trip
+                            delivery.AWAIT_COMMITS = variant != old_way
                             secs, sent = full_pass(pack, delayed.url(url) if delayed else url, port, conc, reuse)
                             assert sent == args.n, (label, sent)
                             rates[variant].append(sent / secs)
@@ -447,9 +438,9 @@ def main() -> None:
                         rows.append(Row(name, "full pass" + (f" ({variant})" if variant else ""), label, rates[variant]))
                     if args.commit_variants:
                         ratios = [a / b for a, b in zip(*rates.values())]
-                        notes.append(f"{name}, {label}: one round trip ÷ statements then COMMIT, per run: "
+                        notes.append(f"{name}, {label}: awaited ÷ blocking commits, per run: "
                                      + ", ".join(f"{r:.2f}" for r in ratios) + f" (median {statistics.median(ratios):.2f})")
-                outbox.execute_and_commit = one_round_trip
+                delivery.AWAIT_COMMITS = True
                 if delayed:
                     delayed.close()
             finally:

@@ -8,14 +8,17 @@ share one interface (notifications/transport.py). Durable steps, each a commit:
 1. moot notices → dropped (KPI notices: against the KPI status computed once for this pass);
 2. new digests with their notices (one per recipient and route), before anything is sent;
 3. per digest: mark "may reach the receiver from now on" (committed before the message's first
-   command; connections that prepared a digest in the same turn of the event loop share that
-   commit) → send → record the outcome and commit it as soon as the reply is in, before anything
-   else happens on that connection or in the pass.
+   command: with the connection's previous outcome, the digest having been rendered while the
+   server answered, or, for a connection's first digest, in one commit shared by the connections
+   that prepared one in the same turn of the event loop) → send → record the outcome and commit it
+   as soon as the reply is in, before that connection sends anything else. On PostgreSQL these
+   commits are awaited on the event loop (engine/async_commits.py), so a connection waiting for
+   its commit does not stop the others.
 
 Links: the caller may pass ``links`` (a ``LinkMaker``, built by the application layer, which alone
 knows the secret): for a digest with reports of the recipient's own, it returns the signed "Báo đã
-gửi" URL, writing its row in this pass's session; the row is committed with the in-flight mark of
-step 3, so no message can carry a URL whose row was lost in a crash.
+gửi" URL, writing its row in this pass's session; the row is committed before the in-flight mark
+of step 3 (or with it), so no message can carry a URL whose row was lost in a crash.
 See notifications/README.md for why this makes a crash duplicate at most ``concurrency`` e-mails.
 """
 
@@ -33,9 +36,11 @@ from email.headerregistry import Address
 from itertools import chain, islice
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from engine.async_commits import AsyncCommits
 from engine.kpi.classify import STATUS_ORDER, STATUS_VI
 from engine.kpi.report import KpiItem, KpiSummary
 from engine.rules_loader import RulePack
@@ -56,6 +61,11 @@ log = logging.getLogger("dondoc.notify")
 # recorded while this many messages go out may still see its reminder sent (a fraction of a
 # second). Small, because replies on other connections wait while a batch is read.
 CHUNK = 16
+
+# On PostgreSQL, commit marks and outcomes on a connection of their own awaited on the event loop
+# (engine/async_commits.py); False: on the pass's session, blocking (SQLite always does; the
+# benchmark alternates both).
+AWAIT_COMMITS = True
 
 # The secretariat's weekly KPI summary lists a target whose only problem is missing data (no value
 # for a period yet) when its milestone falls within this many years; targets decades away are
@@ -354,13 +364,18 @@ class Pass:
         self.stopped = False
         # Not yet committed: in-flight marks (``begin``), kept in ``marks`` until a commit writes
         # them, and the link rows rendered with them, flushed into the pass's transaction. Both are
-        # committed by ``commit`` (``Feed.flush``, which run_channel awaits before a connection's
-        # first command for that digest) or by the next outcome's commit (``record``); the marks of
-        # the connections that prepared a digest in the same turn go as one ``UPDATE`` with its
-        # ``COMMIT`` (one round trip on PostgreSQL). Every other write (outcomes, moot notices,
-        # dropped digests) commits at once.
+        # committed by ``flush`` (which run_channel awaits before a connection's first command) or
+        # by the next outcome's commit (``record``: usually the same connection's previous outcome,
+        # its next digest having been taken while the server answered); the marks staged by then go
+        # as one ``UPDATE``. Every other write (outcomes, moot notices, dropped digests) commits at
+        # once.
         self.unsaved = False
         self.marks: list[tuple[DeliveryRow, dict[str, object]]] = []
+        # PostgreSQL: marks and outcomes are committed on a connection of their own, awaited on the
+        # event loop (engine/async_commits.py), so one connection's commit does not stop the others;
+        # ``unsaved`` then means link rows only (the session's own commit, before any mark).
+        self.commits: AsyncCommits | None = None
+        self.flushed = False             # with ``commits``: the session flushed writes since its commit
 
     def stop(self, reason: str) -> None:
         self.report.sending_allowed, self.report.reason, self.stopped = False, reason, True
@@ -386,7 +401,7 @@ class Pass:
             log.exception("links for a chunk of %d digests", len(wanted))
             self.ses.rollback()
             return
-        self.unsaved = True         # the rows go with the next in-flight mark, before any URL leaves
+        self.unsaved = self.unsaved or self._wrote()   # the rows go before any URL leaves
 
     def render(self, d: DeliveryRow) -> EmailJob | WebhookJob | Outcome:
         """The digest as of the sending day, through the templates, packed for its channel."""
@@ -436,12 +451,42 @@ class Pass:
             log.exception("delivery %s: no link for %s", d.id, d.recipient)
             self.ses.rollback()
             return None
-        self.unsaved = self.unsaved or url is not None
+        self.unsaved = self.unsaved or (url is not None and self._wrote())
         return url
 
     def commit(self) -> None:
-        self._marks().send(self.ses, commit=True)
+        """What the session holds (link rows), and the staged marks with it unless they are committed
+        on the loop (``commits``: they go with the next ``flush`` or outcome)."""
+        if self.commits is None:
+            self._marks().send(self.ses, commit=True)
+        else:
+            self.ses.commit()
         self.unsaved = False
+
+    def _wrote(self) -> bool:
+        """Whether the session holds writes of its own not yet committed (link rows). Without
+        ``commits`` assumed (their commit goes with the marks'); with them known exactly, so a
+        digest whose link was made with its chunk costs no commit of the session."""
+        ses = self.ses
+        return self.commits is None or self.flushed or bool(ses.new or ses.dirty or ses.deleted)
+
+    def flush(self) -> Awaitable[None] | None:
+        """Make the staged marks durable (run_channel awaits this before a connection's first command
+        for its digest): committed here, or the future of a commit awaited on the loop, which also
+        covers marks that went in an earlier commit (commits happen in order)."""
+        if self.unsaved:
+            self.commit()                # link rows first, in the session: before any URL can leave
+        if self.commits is None:
+            return None
+        if self.marks:
+            self.commits.submit(self._marks().pg(self.commits.dialect))
+        return self.commits.last
+
+    async def settled(self) -> None:
+        """Every write submitted so far committed: before a chunk is read fresh from the database
+        (its rows would otherwise overwrite the session objects' newer values)."""
+        if self.commits is not None:
+            await self.commits.drain()
 
     def _marks(self) -> outbox.Writes:
         """The staged in-flight marks as statements to send (and forgets them: sent or failed, they
@@ -466,23 +511,33 @@ class Pass:
             values["file_name"] = file_name
         if values:
             self.marks.append((d, values))
-            self.unsaved = True
+            self.unsaved = self.unsaved or self.commits is None
         return prev
 
     def record(self, d: DeliveryRow, outcome: Outcome, subject: str | None = None,
-               prev_maybe: bool | None = None) -> None:
+               prev_maybe: bool | None = None) -> Awaitable[None] | None:
         """The outcome, committed at once: as soon as the reply is in, before the connection sends
-        anything else and before any other digest is prepared (any staged mark goes with it)."""
+        anything else (any staged mark goes with it: usually the connection's next digest, rendered
+        while the server answered). With commits on the loop: submitted now, and the returned
+        future is done once it is committed (the connection awaits it before its next command)."""
         extra: dict[str, object] = {}
         if subject:
             extra["subject"] = subject
         if prev_maybe is not None:   # sticky: an earlier ambiguous try may have left a copy
             extra["maybe_sent"] = prev_maybe or (outcome.maybe_sent and outcome.kind != SENT)
         s = self.ctx.settings
-        outbox.record(self.ses, d, outcome, self.ctx.now, max_attempts=s.max_attempts,
-                      backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
-                      notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
-                      pairs=self.pairs, extra=extra, writes=self._marks())  # other connections' marks go first
+        ses = self.ses
+        if self.commits is not None and (self.unsaved or self._wrote()):
+            self.commit()                # the session's own writes before a commit on another connection
+        w = outbox.outcome_writes(ses, d, outcome, self.ctx.now, max_attempts=s.max_attempts,
+                                  backoff_first_s=s.backoff_first_s, backoff_max_s=s.backoff_max_s,
+                                  notice_ids=[n.id for n, _ in self.live[d.id]] if d.id in self.live else None,
+                                  pairs=self.pairs, extra=extra, writes=self._marks())  # staged marks go first
+        done: Awaitable[None] | None = None
+        if self.commits is None:
+            w.send(ses, commit=True)
+        else:
+            done = self.commits.submit(w.pg(self.commits.dialect))
         self.unsaved = False
         r = self.report
         if d.status == SENT:
@@ -496,6 +551,7 @@ class Pass:
             r.dropped_deliveries += 1
         if d.status in (RETRY, FAILED):
             log.warning("delivery %s to %s: %s", d.id, d.recipient, d.last_error)
+        return done
 
 
 class Feed:
@@ -509,19 +565,20 @@ class Feed:
         self._it = iter(deliveries)
         self._buf: deque[DeliveryRow] = deque()
 
-    def next_job(self) -> EmailJob | WebhookJob | None:
+    async def next_job(self) -> EmailJob | WebhookJob | None:
         p = self.p
         while not p.should_stop():
             if not self._buf:
                 chunk = list(islice(self._it, CHUNK))
                 if not chunk:
                     return None
+                await p.settled()
                 p.load(chunk)
                 self._buf.extend(chunk)
             d = self._buf.popleft()
             job = p.render(d)
             if isinstance(job, Outcome):
-                p.record(d, job)
+                p.record(d, job)         # nothing was sent: its commit need not be awaited here
                 continue
             return job
         return None
@@ -530,12 +587,16 @@ class Feed:
         """In flight from now on (staged; durable after the ``flush`` run_channel awaits next)."""
         job.extra["prev_maybe"] = self.p.in_flight(self.by_id[job.delivery_id], getattr(job, "file_name", None))
 
-    def flush(self) -> None:
-        if self.p.unsaved:
-            self.p.commit()
+    def flush(self) -> Awaitable[None] | None:
+        return self.p.flush()
 
-    def done(self, job: EmailJob | WebhookJob, outcome: Outcome) -> None:
-        self.p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"), job.extra.get("prev_maybe"))
+    def done(self, job: EmailJob | WebhookJob, outcome: Outcome) -> Awaitable[None] | None:
+        return self.p.record(self.by_id[job.delivery_id], outcome, job.extra.get("subject"),
+                             job.extra.get("prev_maybe"))
+
+    def unget(self, job: EmailJob | WebhookJob) -> None:
+        """A job taken but not sent (the server went down, a stop was asked for): first again."""
+        self._buf.appendleft(self.by_id[job.delivery_id])
 
     def defer_rest(self, reason: str) -> None:
         for d in chain(self._buf, self._it):
@@ -568,6 +629,12 @@ async def one_sender(p: Pass) -> None:
     # pool round (on PostgreSQL a pre-ping query too).
     conn = p.stack.enter_context(eng.connect())
     p.ses = p.stack.enter_context(Session(bind=conn, expire_on_commit=False))
+    if AWAIT_COMMITS and eng.dialect.name == "postgresql":
+        p.commits = await AsyncCommits.connect(eng)
+        p.stack.push_async_callback(p.commits.aclose)
+        event.listen(p.ses, "after_flush", lambda *_: setattr(p, "flushed", True))
+        for ended in ("after_commit", "after_rollback"):
+            event.listen(p.ses, ended, lambda *_: setattr(p, "flushed", False))
 
 
 async def drop_moot(p: Pass) -> None:
@@ -588,6 +655,7 @@ async def send_due(p: Pass) -> None:
     jobs = [run_channel(ch, Feed(p, [d for d in p.due if d.channel == ch.kind]), p.should_stop)
             for ch in channels_for(p.ctx.smtp, p.ctx.settings, p.reuse_connections)]
     await asyncio.gather(*jobs)
+    await p.settled()                    # outcomes nobody awaited (digests not sent) committed too
 
 
 Stage = Callable[[Pass], Awaitable[None]]

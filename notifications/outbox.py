@@ -20,7 +20,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Union
+from typing import Any, Union
 
 from functools import lru_cache
 
@@ -492,21 +492,24 @@ def _pairs(ses: Session, notice_ids: list[int]) -> Pairs:
 
 
 class Writes:
-    """``UPDATE``s of the columns that change, as Core statements (no unit-of-work flush: the
-    delivery pass writes twice per message), collected and then sent together with their commit
-    (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``). The session objects
-    are kept in step at once without being marked dirty, so what is computed next sees the new
-    values (a query in between still finds the old ones in the database: the identity map keeps
-    the objects' new values, which is all ``settle_notices`` reads)."""
+    """``UPDATE``s of the columns that change, collected and then sent together with their commit
+    (no unit-of-work flush: the delivery pass writes twice per message): as Core statements through
+    the session (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``), or as
+    psycopg SQL for a commit awaited on the event loop (``pg``, engine/async_commits.py). The
+    session objects are kept in step at once without being marked dirty, so what is computed next
+    sees the new values (a query in between still finds the old ones in the database: the identity
+    map keeps the objects' new values, which is all ``settle_notices`` reads)."""
 
     def __init__(self) -> None:
-        self.statements: list[tuple[Executable, dict[str, object]]] = []
+        # (table, changed columns, the row's id or a list of ids, their new values in column order)
+        self.updates: list[tuple[Any, tuple[str, ...], int | list[int], tuple[object, ...]]] = []
 
     def update(self, obj: SQLModel, values: dict[str, object]) -> None:
         changed = {k: v for k, v in values.items() if getattr(obj, k) != v}
         if not changed:
             return
-        self.statements.append((_update_stmt(type(obj).__table__, tuple(sorted(changed))), {"_id": obj.id, **changed}))
+        columns = tuple(sorted(changed))
+        self.updates.append((type(obj).__table__, columns, obj.id, tuple(changed[c] for c in columns)))
         for k, v in changed.items():
             set_committed_value(obj, k, v)
 
@@ -525,16 +528,36 @@ class Writes:
             if len(objs) == 1:
                 self.update(objs[0], dict(changed))
                 continue
-            self.statements.append((_update_many_stmt(type(objs[0]).__table__, tuple(k for k, _ in changed)),
-                                    {"_ids": [o.id for o in objs], **dict(changed)}))
+            self.updates.append((type(objs[0]).__table__, tuple(k for k, _ in changed), [o.id for o in objs],
+                                 tuple(v for _, v in changed)))
             for o in objs:
                 for k, v in changed:
                     set_committed_value(o, k, v)
 
+    @property
+    def statements(self) -> list[tuple[Executable, dict[str, object]]]:
+        """As Core statements with their parameters (for the session's connection)."""
+        out: list[tuple[Executable, dict[str, object]]] = []
+        for table, columns, ids, values in self.updates:
+            if isinstance(ids, list):
+                out.append((_update_many_stmt(table, columns), {"_ids": ids, **dict(zip(columns, values))}))
+            else:
+                out.append((_update_stmt(table, columns), {"_id": ids, **dict(zip(columns, values))}))
+        return out
+
+    def pg(self, dialect) -> list[tuple[str, tuple[object, ...]]]:
+        """As psycopg SQL (``%s`` placeholders) with their parameters, for engine/async_commits.py."""
+        out = []
+        for table, columns, ids, values in self.updates:
+            sql, procs = _pg_update(dialect, table, columns, isinstance(ids, list))
+            out.append((sql, (*(p(v) if p else v for p, v in zip(procs, values)), ids)))
+        self.updates = []
+        return out
+
     def send(self, ses: Session, commit: bool) -> None:
         """Execute what was collected, then commit when asked (all in one round trip on PostgreSQL
         when nothing else is pending: ``engine.db.execute_and_commit``)."""
-        statements, self.statements = self.statements, []
+        statements, self.updates = self.statements, []
         if commit:
             execute_and_commit(ses, statements)
             return
@@ -562,6 +585,17 @@ def _update_many_stmt(table, columns: tuple[str, ...]):
             .values({c: bindparam(c) for c in columns}))
 
 
+@lru_cache(maxsize=256)
+def _pg_update(dialect, table, columns: tuple[str, ...], many: bool) -> tuple[str, tuple]:
+    """``UPDATE t SET a = %s, … WHERE id = %s`` (or ``= ANY(%s)``: a list of ids) and each column
+    type's bind processor for this dialect (None: the value as it is), as SQLAlchemy would bind them."""
+    q = dialect.identifier_preparer
+    sets = ", ".join(f"{q.quote(c)} = %s" for c in columns)
+    where = "= ANY(%s)" if many else "= %s"
+    procs = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
+    return f"UPDATE {q.format_table(table)} SET {sets} WHERE {q.quote('id')} {where}", procs
+
+
 def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime, *, max_attempts: int,
            backoff_first_s: float, backoff_max_s: float, notice_ids: list[int] | None = None,
            pairs: Pairs | None = None, extra: dict[str, object] | None = None, commit: bool = True,
@@ -570,6 +604,17 @@ def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime,
     caller commits, before anything else is sent on that connection; see delivery.Feed).
     ``writes``: statements already collected (the in-flight marks of other connections) that go first,
     in the same commit."""
+    outcome_writes(ses, delivery, outcome, now, max_attempts=max_attempts, backoff_first_s=backoff_first_s,
+                   backoff_max_s=backoff_max_s, notice_ids=notice_ids, pairs=pairs, extra=extra,
+                   writes=writes).send(ses, commit=commit)
+
+
+def outcome_writes(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime, *, max_attempts: int,
+                   backoff_first_s: float, backoff_max_s: float, notice_ids: list[int] | None = None,
+                   pairs: Pairs | None = None, extra: dict[str, object] | None = None,
+                   writes: Writes | None = None) -> Writes:
+    """One outcome's writes (the delivery and its notices' summaries), applied to the session's
+    objects and collected in ``writes`` (or a new Writes) for the caller to send and commit."""
     d = delivery
     v: dict[str, object] = {"updated_at": now, **(extra or {})}
     if outcome.kind == SENT:
@@ -591,7 +636,7 @@ def record(ses: Session, delivery: DeliveryRow, outcome: Outcome, now: datetime,
     w = writes if writes is not None else Writes()
     w.update(d, v)
     settle_notices(ses, ids, now, pairs if notice_ids is not None else None, writes=w)
-    w.send(ses, commit=commit)
+    return w
 
 
 def settle_notices(ses: Session, notice_ids: list[int], now: datetime, pairs: Pairs | None = None,

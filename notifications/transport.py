@@ -13,12 +13,13 @@ SMTP failures are classified by who they concern:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,11 +73,12 @@ class JobSource(Protocol):
     is staged; shared by the connections that began a job in the same turn of the event loop) →
     the first command → ``done(job, outcome)`` (the outcome, recorded and committed at once, before
     that connection does anything else). ``begin`` and ``flush`` are optional (sources without a
-    database: the benchmark's transport rows).
+    database: the benchmark's transport rows). ``next_job``, ``flush`` and ``done`` may return an
+    awaitable (a commit awaited on the loop): the connection waits for it at that point.
     """
 
     def next_job(self): ...
-    def done(self, job, outcome: Outcome) -> None: ...
+    def done(self, job, outcome: Outcome) -> Awaitable[None] | None: ...
     def defer_rest(self, reason: str) -> None: ...
 
 
@@ -260,10 +262,11 @@ class WebhookChannel:
 class GroupCommit:
     """``await commit()`` from several connections: one call of ``flush`` for all those that ask in
     the same turn of the event loop (each after staging its in-flight mark), then each goes on. A
-    connection sends nothing before the flush that follows its ``begin`` has returned; if it fails,
-    every waiting connection stops without sending."""
+    connection sends nothing before the flush that follows its ``begin`` has returned (or the
+    awaitable it returned is done: a commit awaited on the loop); if it fails, every waiting
+    connection stops without sending."""
 
-    def __init__(self, flush: Callable[[], None]):
+    def __init__(self, flush: Callable[[], Awaitable[None] | None]):
         self.flush = flush
         self.waiting: asyncio.Future[None] | None = None
         self.flushes = 0
@@ -280,11 +283,28 @@ class GroupCommit:
         assert fut is not None
         self.flushes += 1
         try:
-            self.flush()
+            pending = self.flush()
         except BaseException as exc:       # noqa: BLE001 - handed to every waiting connection
             fut.set_exception(exc)
-        else:
+            return
+        if pending is None:
             fut.set_result(None)
+            return
+        asyncio.ensure_future(pending).add_done_callback(lambda done: _pass_on(done, fut))
+
+
+def _pass_on(done: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
+    if done.cancelled():
+        fut.cancel()
+    elif done.exception() is not None:
+        fut.set_exception(done.exception())
+    else:
+        fut.set_result(None)
+
+
+async def _next_job(source: JobSource):
+    job = source.next_job()
+    return await job if inspect.isawaitable(job) else job
 
 
 async def run_channel(channel: Channel, source: JobSource, should_stop: Callable[[], bool] | None = None) -> None:
@@ -292,26 +312,49 @@ async def run_channel(channel: Channel, source: JobSource, should_stop: Callable
     connection, taking a job, having its in-flight mark committed (``begin`` + a group ``flush``)
     before the first command, sending it, and handing the outcome back (``done``: recorded and
     committed at once) before its next job. A failure of the whole server stops every worker; the
-    rest is deferred."""
+    rest is deferred.
+
+    A source that can take a job back (``unget``) gets its next job asked for while the server
+    answers: rendering overlaps the SMTP round trips, and that job's mark (``begin``, staged after
+    the reply) is committed with this outcome, one commit per message. A job taken but not to be
+    sent (the server down, a stop asked for) is handed back."""
     should_stop = should_stop or (lambda: False)
     begin: Callable | None = getattr(source, "begin", None)
+    unget: Callable | None = getattr(source, "unget", None)
     committed = GroupCommit(getattr(source, "flush", lambda: None))
     down: list[str] = []
 
     async def worker() -> None:
         conn = channel.open()
         try:
-            while not down and not should_stop():
-                job = source.next_job()
-                if job is None:
-                    return
-                if begin is not None:
+            job = None if down or should_stop() else await _next_job(source)
+            begun = False
+            while job is not None:
+                if begin is not None and not begun:
                     begin(job)                     # in flight …
                     await committed()              # … and durable before the first command
-                outcome = await conn.send(job)
-                source.done(job, outcome)          # committed here: the exactly-once window ends (README)
+                sending = asyncio.ensure_future(conn.send(job))
+                nxt = None
+                try:
+                    if unget is not None and not down and not should_stop():
+                        await asyncio.sleep(0)     # the first command on its way, then render the next
+                        nxt = await _next_job(source)
+                finally:
+                    outcome = await sending        # never abandoned mid-transaction
                 if outcome.server_down:
                     down.append(outcome.reason or "máy chủ không nhận thư")
+                if nxt is not None and (down or should_stop()):
+                    unget(nxt)                     # type: ignore[misc]
+                    nxt = None
+                begun = nxt is not None and begin is not None
+                if begun:
+                    begin(nxt)                     # staged: goes with this outcome's commit
+                recorded = source.done(job, outcome)   # committed here (or awaited next): the
+                if recorded is not None:               # exactly-once window ends (README)
+                    await recorded
+                if unget is None:                      # taken only now: after the outcome's commit
+                    nxt = None if down or should_stop() else await _next_job(source)
+                job = nxt
         finally:
             await conn.close()
 

@@ -2,8 +2,9 @@
 
 What must hold (notifications/README.md, "Exactly-once"): a message leaves only after its in-flight
 mark is committed (marks of connections that prepared a digest in the same turn of the event loop
-share one commit); the outcome is recorded and committed as soon as the reply is in, before that
-connection does anything else and before the next digest is rendered; a link row survives the
+share one commit, and a digest taken while the previous one was on its way has its mark committed
+with that outcome); the outcome is recorded and committed as soon as the reply is in, before that
+connection does anything else (nothing is rendered between a reply and its commit); a link row survives the
 rollback of another digest's failed link. The first tests drive run_channel with a scripted
 channel (no time passes: the event loop is the clock); the others watch a real pass from the SMTP
 server's side, reading the database through a connection of their own.
@@ -108,6 +109,7 @@ class Channel:
                 channel.sent.append(job.n)
                 for _ in range(channel.turns(job.n)):
                     await asyncio.sleep(0)
+                src.events.append(("reply", job.n))
                 if channel.down_at is not None and job.n == channel.down_at:
                     return Outcome.retry("421 down", server_down=True)
                 return Outcome.sent()
@@ -160,6 +162,53 @@ def test_after_the_server_goes_down_nothing_more_is_begun_and_the_rest_is_deferr
     assert sorted(begun) == sorted(ch.sent) and not src.pending    # everything begun was sent and recorded
     assert all(("done", n) in src.committed for n in begun)
     assert len(begun) < 30 and ch.violations == []
+
+
+class AheadSource(Source):
+    """As delivery.Feed: takes a job back (``unget``), so run_channel asks for the next job while the
+    server answers; ``done`` commits the staged marks with the outcome (as Pass.record does)."""
+
+    def done(self, job, outcome) -> None:
+        super().done(job, outcome)
+        self.committed |= self.pending
+        self.pending.clear()
+
+    def unget(self, job) -> None:
+        self.events.append(("unget", job.n))
+        self.jobs.insert(0, job)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_the_next_digest_is_rendered_while_the_server_answers_and_its_mark_goes_with_the_outcome(concurrency) -> None:
+    src = AheadSource(40)
+    ch = Channel(src, concurrency, turns=lambda n: 1 + (n * 7) % 5)
+    asyncio.run(run_channel(ch, src))
+    assert ch.violations == []                    # each mark, and the connection's last outcome, first
+    assert sorted(ch.sent) == list(range(40))
+    assert not src.pending and {("done", n) for n in range(40)} <= src.committed
+    assert src.flushes <= concurrency             # a mark of its own only for each connection's first job
+    ev = src.events
+    for conn in ch.per_conn:
+        for cur, nxt in zip(conn, conn[1:]):
+            # taken (rendered) while cur was on its way, before its reply, and begun after it
+            assert ev.index(("next", nxt)) < ev.index(("reply", cur)) < ev.index(("begin", nxt))
+            if concurrency == 1:                  # (other connections' work interleaves otherwise)
+                # nothing is rendered between a reply and its commit
+                between = ev[ev.index(("reply", cur)):ev.index(("done", cur, "sent"))]
+                assert not [e for e in between if e[0] == "next"], between
+
+
+def test_with_jobs_taken_ahead_a_server_going_down_leaves_them_unbegun_and_deferred() -> None:
+    src = AheadSource(30)
+    ch = Channel(src, 3, turns=lambda n: 1 + n % 3, down_at=4)
+    asyncio.run(run_channel(ch, src))
+    assert src.deferred == "421 down" and src.events[-1][0] == "defer_rest"
+    begun = [e[1] for e in src.events if e[0] == "begin"]
+    assert sorted(begun) == sorted(ch.sent) and not src.pending    # nothing begun that was not sent
+    assert all(("done", n) in src.committed for n in begun)
+    handed_back = [e[1] for e in src.events if e[0] == "unget"]
+    assert handed_back and all(n not in ch.sent for n in handed_back)
+    assert {j.n for j in src.jobs} == set(range(30)) - set(ch.sent)    # what was not sent is still there
 
 
 # ---------------------------------------------------------------------------------------------
