@@ -1,12 +1,13 @@
 """Commits awaited on the event loop (PostgreSQL), grouped: the delivery pass's writes.
 
-Why: the delivery pass commits twice per message (the in-flight mark before ``MAIL``, the outcome
-as soon as the reply is in), and a blocking commit stops the one thread that drives every SMTP
+Why: the delivery pass commits about once per message (an outcome as soon as its reply is in, with
+the in-flight mark of that connection's next message), and a blocking commit stops the one thread that drives every SMTP
 connection (≈25 % of a 4-connection pass on loopback was spent waiting in psycopg; a database on
 another host makes it most of the pass). Here the writes go out on a connection of their own, a
 ``psycopg.AsyncConnection`` on the same event loop: the connection that asked waits for its commit
 while the others render and send. Writes submitted while a commit is in flight go together in the
-next one (group commit): ``BEGIN``, their statements and ``COMMIT`` as one pipeline, one round trip.
+next one (group commit): their statements as one query string, one implicit transaction, one
+round trip.
 
 Promises the callers build on:
 - ``submit`` returns a future that is done when those writes are committed; commits happen in the
@@ -14,7 +15,7 @@ Promises the callers build on:
   committed;
 - all or nothing per group; once a group fails, every later submission fails with the same error
   (a caller that awaits a later future must never conclude that an earlier write is durable), and
-  ``drain``/``aclose`` raise it, so an error is never lost with nobody awaiting it.
+  ``drain`` raises it, so an error is never lost with nobody awaiting it.
 """
 
 from __future__ import annotations
@@ -107,19 +108,21 @@ class AsyncCommits:
                     fut.set_result(None)
 
     async def _commit(self, statements: list[Statement]) -> None:
-        conn = self.conn
+        """The group as one query string of ``;``-separated statements, the parameters bound here by
+        psycopg's client-side cursor (libpq's quoting): the server runs such a string as one
+        implicit transaction, committed at its end and rolled back whole if any statement fails.
+        One message and one reply, where a pipeline of ``BEGIN``, the statements and ``COMMIT``
+        cost a psycopg call (and its Python-level waiting) per statement."""
+        if not statements:
+            return
+        import psycopg
+
+        cur = psycopg.AsyncClientCursor(self.conn)
         try:
-            async with conn.pipeline():
-                await conn.execute("BEGIN")
-                for sql, params in statements:
-                    await conn.execute(sql, params)
-                await conn.execute("COMMIT")
-        except BaseException:
-            # A statement refused (the rest skipped up to the Sync) or a failure here: undo the block.
-            if not conn.closed and conn.info.transaction_status.name != "IDLE":
-                with suppress(Exception):
-                    await conn.execute("ROLLBACK")
-            raise
+            await cur.execute(";\n".join(sql for sql, _ in statements),
+                              [p for _, params in statements for p in params])
+        finally:
+            await cur.close()
 
     def _wrap(self, exc: BaseException) -> BaseException:
         """psycopg's errors as SQLAlchemy's (IntegrityError, OperationalError …), as the session's

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import CheckConstraint, Column, Integer, MetaData, Table, select
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, Table, Text, select
 from sqlalchemy.exc import IntegrityError
 
 from engine.async_commits import AsyncCommits
@@ -16,7 +16,7 @@ from engine.db import make_engine
 
 META = MetaData()
 T = Table("counters", META, Column("id", Integer, primary_key=True), Column("n", Integer, nullable=False),
-          CheckConstraint("n >= 0", name="n_not_negative"))
+          Column("note", Text), CheckConstraint("n >= 0", name="n_not_negative"))
 SET = "UPDATE counters SET n = %s WHERE id = %s"    # (n, id)
 
 
@@ -80,3 +80,23 @@ def test_a_failing_group_keeps_nothing_and_every_later_submission_fails_too(eng)
 
     assert asyncio.run(run()) == ["failed", "failed"]
     assert _values(eng) == {1: 0, 2: 0, 3: 0, 4: 0}
+
+
+def test_values_are_bound_as_values_whatever_they_contain(eng) -> None:
+    """The group goes as one query string with its parameters bound on our side: a server's reply
+    quoted in a digest's last error (quotes, semicolons, %s) must arrive as written."""
+    odd = "550 5.1.1 <a'b@x>; DROP TABLE counters;-- 100% %s %(n)s \\ “Sở”"
+
+    async def run() -> None:
+        commits = await AsyncCommits.connect(eng)
+        try:
+            commits.submit([("UPDATE counters SET note = %s WHERE id = ANY(%s)", (odd, [1, 2]))])
+            commits.submit([(SET, (5, 3))])
+            await commits.drain()
+        finally:
+            await commits.aclose()
+
+    asyncio.run(run())
+    with eng.connect() as conn:
+        assert dict(conn.execute(select(T.c.id, T.c.note).order_by(T.c.id)).all()) == {1: odd, 2: odd, 3: None, 4: None}
+    assert _values(eng)[3] == 5
