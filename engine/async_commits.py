@@ -29,6 +29,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 Statement = tuple[str, Sequence[Any]]      # SQL with %s placeholders (psycopg), its parameters
+APPLICATION_NAME = "dondoc-delivery-commits"   # how the connection shows in pg_stat_activity
 
 
 class AsyncCommits:
@@ -50,7 +51,8 @@ class AsyncCommits:
 
         url = engine.url.set(drivername="postgresql")
         try:
-            conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True,
+                                                         application_name=APPLICATION_NAME)
         except psycopg.Error as exc:   # as the session's own connection would fail (OperationalError …)
             raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error, dialect=engine.dialect) from exc
         return cls(conn, engine.dialect)
@@ -94,13 +96,14 @@ class AsyncCommits:
             try:
                 await self._commit([s for statements, _ in group for s in statements])
             except BaseException as exc:     # noqa: BLE001 - handed to every waiting caller
-                self.error = self._wrap(exc)
+                self.error = self._wrap(exc) if isinstance(exc, Exception) else RuntimeError(
+                    "Ghi kết quả gửi thư vào cơ sở dữ liệu bị dừng giữa chừng")
                 for _, fut in group + self.pending:
                     if not fut.done():
                         fut.set_exception(self.error)
                 self.pending = []
                 if not isinstance(exc, Exception):
-                    raise
+                    raise                    # cancelled (the loop is closing): not swallowed
                 return
             self.groups += 1
             for _, fut in group:

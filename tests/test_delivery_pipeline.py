@@ -341,3 +341,50 @@ def test_a_failed_link_rolls_back_only_its_own_row_even_with_other_digests_prepa
     with session(db_url) as s:
         rows = {r[0] for r in s.exec(text("SELECT delivery_id FROM unit_links")).all()}
     assert rows == set(made)                       # the failed ones' rows were rolled back, no others
+
+
+def test_postgresql_losing_the_commit_connection_stops_the_pass_and_the_next_pass_sends_the_rest(
+        tmp_path, pg_server) -> None:
+    """The outcomes' connection (engine/async_commits.py) is cut by the server mid-pass: the pass
+    ends with the database's error and sends nothing after it; the next pass sends every digest
+    not recorded as sent, so each arrives at least once and at most ``concurrency`` twice."""
+    from sqlalchemy.exc import OperationalError
+
+    from engine.async_commits import APPLICATION_NAME
+
+    db_url = pg_server.create_db("cut_commits")
+    n, concurrency = 40, 4
+    pack = _pack_with_notices(tmp_path, db_url, n)
+    admin = create_engine(db_url)
+
+    class Cutting(RecordingHandler):
+        cut_at: int | None = None
+
+        async def handle_DATA(self, server, session_, envelope):
+            reply = await super().handle_DATA(server, session_, envelope)
+            if self.cut_at is None and self.count >= 10:
+                self.cut_at = self.count
+                with admin.connect() as c:
+                    c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = :a"), {"a": APPLICATION_NAME})
+            return reply
+
+    handler = Cutting()
+    ctl = EphemeralController(handler)
+    ctl.start()
+    try:
+        with pytest.raises(OperationalError):
+            deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, concurrency), delivery=DeliveryConfig())
+        first = handler.count
+        assert handler.cut_at is not None and first <= handler.cut_at + concurrency   # stopped at once
+        rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, concurrency), delivery=DeliveryConfig())
+    finally:
+        ctl.stop()
+        admin.dispose()
+    with session(db_url) as s:
+        rows = s.exec(text("SELECT message_id, status FROM deliveries")).all()
+    assert len(rows) == n and {status for _, status in rows} == {"sent"}
+    received = [m.message_id for m in handler.messages]
+    assert {mid for mid, _ in rows} == set(received)                 # every digest arrived
+    assert len(received) - n <= concurrency                          # re-sent: only those in flight
+    assert rep.sent == len(received) - first
