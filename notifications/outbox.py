@@ -25,6 +25,7 @@ from typing import Any, Union
 from functools import lru_cache
 
 from sqlalchemy import Executable, bindparam, insert, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
@@ -493,7 +494,7 @@ def _pairs(ses: Session, notice_ids: list[int]) -> Pairs:
 
 class Writes:
     """``UPDATE``s of the columns that change, collected and then sent together with their commit
-    (no unit-of-work flush: the delivery pass writes twice per message): as Core statements through
+    (no unit-of-work flush: the delivery pass writes for every message): as Core statements through
     the session (``send``: one round trip on PostgreSQL, ``engine.db.execute_and_commit``), or as
     psycopg SQL for a commit awaited on the event loop (``pg``, engine/async_commits.py). The
     session objects are kept in step at once without being marked dirty, so what is computed next
@@ -545,7 +546,7 @@ class Writes:
                 out.append((_update_stmt(table, columns), {"_id": ids, **dict(zip(columns, values))}))
         return out
 
-    def pg(self, dialect) -> list[tuple[str, tuple[object, ...]]]:
+    def pg(self, dialect: Dialect) -> list[tuple[str, tuple[object, ...]]]:
         """As psycopg SQL (``%s`` placeholders) with their parameters, for engine/async_commits.py."""
         out = []
         for table, columns, ids, values in self.updates:
@@ -586,7 +587,7 @@ def _update_many_stmt(table, columns: tuple[str, ...]):
 
 
 @lru_cache(maxsize=256)
-def _pg_update(dialect, table, columns: tuple[str, ...], many: bool) -> tuple[str, tuple]:
+def _pg_update(dialect: Dialect, table, columns: tuple[str, ...], many: bool) -> tuple[str, tuple]:
     """``UPDATE t SET a = %s, … WHERE id = %s`` (or ``= ANY(%s)``: a list of ids) and each column
     type's bind processor for this dialect (None: the value as it is), as SQLAlchemy would bind them."""
     q = dialect.identifier_preparer

@@ -294,6 +294,8 @@ class GroupCommit:
 
 
 def _pass_on(done: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
+    if fut.done():                         # its waiters were cancelled (the pass is stopping)
+        return
     if done.cancelled():
         fut.cancel()
     elif done.exception() is not None:
