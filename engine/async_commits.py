@@ -25,23 +25,24 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
+
+from engine.db import as_sqlalchemy_error
 
 Statement = tuple[str, Sequence[Any]]      # SQL with %s placeholders (psycopg), its parameters
 APPLICATION_NAME = "dondoc-delivery-commits"   # how the connection shows in pg_stat_activity
 
 
 class AsyncCommits:
-    """Group commits on a ``psycopg.AsyncConnection`` of their own (autocommit: the pipeline sends
-    its own ``BEGIN`` … ``COMMIT``)."""
+    """Group commits on a ``psycopg.AsyncConnection`` of their own (autocommit: each group's query
+    string is its own implicit transaction)."""
 
-    def __init__(self, conn: Any, dialect: Any):
-        self.conn, self.dialect = conn, dialect
+    def __init__(self, conn: Any, dialect: Any, cursor: Any):
+        self.conn, self.dialect, self.cursor = conn, dialect, cursor   # cursor: AsyncClientCursor
         self.pending: list[tuple[Sequence[Statement], asyncio.Future[None]]] = []
         self.last: asyncio.Future[None] | None = None   # the latest submission's future
         self.error: BaseException | None = None
-        self.groups = 0                                  # commits sent (the benchmark reports it)
+        self.groups = 0                                  # commits sent
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -54,8 +55,8 @@ class AsyncCommits:
             conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False), autocommit=True,
                                                          application_name=APPLICATION_NAME)
         except psycopg.Error as exc:   # as the session's own connection would fail (OperationalError …)
-            raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error, dialect=engine.dialect) from exc
-        return cls(conn, engine.dialect)
+            raise as_sqlalchemy_error(engine.dialect, exc, None) from exc
+        return cls(conn, engine.dialect, psycopg.AsyncClientCursor)
 
     def submit(self, statements: Sequence[Statement]) -> asyncio.Future[None]:
         """Queue ``statements`` for the next group commit; the future is done once they are committed
@@ -118,9 +119,7 @@ class AsyncCommits:
         cost a psycopg call (and its Python-level waiting) per statement."""
         if not statements:
             return
-        import psycopg
-
-        cur = psycopg.AsyncClientCursor(self.conn)
+        cur = self.cursor(self.conn)
         try:
             await cur.execute(";\n".join(sql for sql, _ in statements),
                               [p for _, params in statements for p in params])
@@ -128,14 +127,10 @@ class AsyncCommits:
             await cur.close()
 
     def _wrap(self, exc: BaseException) -> BaseException:
-        """psycopg's errors as SQLAlchemy's (IntegrityError, OperationalError …), as the session's
-        own writes would raise them, so the callers handle one family of errors."""
-        dbapi = self.dialect.loaded_dbapi
-        if not isinstance(exc, dbapi.Error):
+        """psycopg's errors as SQLAlchemy's, as the session's own writes would raise them."""
+        if not isinstance(exc, self.dialect.loaded_dbapi.Error):
             return exc
-        lost = self.dialect.is_disconnect(exc, self.conn, None)
-        return sa_exc.DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost,
-                                          dialect=self.dialect)
+        return as_sqlalchemy_error(self.dialect, exc, self.conn)
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

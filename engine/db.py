@@ -186,11 +186,10 @@ def execute_and_commit(ses: Session, statements: Sequence[tuple[Executable, dict
                 raise
             # Raised at the Sync, outside SQLAlchemy's execute: wrapped as SQLAlchemy would have
             # (IntegrityError, OperationalError …, a lost connection invalidated) for the callers.
-            lost = dialect.is_disconnect(exc, raw, None)
-            if lost:
+            wrapped = as_sqlalchemy_error(dialect, exc, raw)
+            if wrapped.connection_invalidated:
                 conn.invalidate(exc)
-            raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
-                                             connection_invalidated=lost, dialect=dialect) from exc
+            raise wrapped from exc
         finally:
             if not raw.closed:
                 raw.autocommit = False
@@ -199,6 +198,15 @@ def execute_and_commit(ses: Session, statements: Sequence[tuple[Executable, dict
     for stmt, params in statements:
         conn.execute(stmt, params)
     ses.commit()
+
+
+def as_sqlalchemy_error(dialect: Any, exc: BaseException, raw: Any) -> sa_exc.DBAPIError:
+    """A driver's error raised outside SQLAlchemy's own execute, as SQLAlchemy would have raised it
+    (IntegrityError, OperationalError …; ``connection_invalidated`` when ``raw`` is lost), so the
+    callers handle one family of errors."""
+    lost = dialect.is_disconnect(exc, raw, None)
+    return sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                      dialect=dialect)
 
 
 def make_engine(url: str, busy_timeout: float = BUSY_TIMEOUT_S) -> Engine:
