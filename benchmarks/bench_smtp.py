@@ -269,18 +269,59 @@ def full_pass(pack, url: str, port: int, concurrency: int, reuse: bool) -> tuple
 
     eng = get_engine(url)                        # migrations checked outside the timed part
     t0, c0, m0 = time.perf_counter(), time.process_time(), _machine_busy()
+    s0, p0 = _cpu_of([SINK_PID] if SINK_PID else []), _cpu_of(_pg_pids())
     rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(),
                   reuse_connections=reuse, links=links())
     secs, cpu, machine = time.perf_counter() - t0, time.process_time() - c0, _machine_busy() - m0
+    sink_cpu, pg_cpu = _cpu_of([SINK_PID] if SINK_PID else []) - s0, _cpu_of(_pg_pids()) - p0
     eng.dispose()
     # the sender's own CPU per message (the sink is another process): steadier than messages/s
-    # when other work shares the cores; and every process's (sender, database server, sink, the rest
-    # of the machine): what the cores had to give per message
+    # when other work shares the cores; the database server's and the sink's (what the machine gives
+    # them whatever the sender does); and every process's: what the cores had to give per message
     sent = max(rep.sent, 1)
-    print(f"{'':10} (sender CPU {1000 * cpu / sent:.2f} ms per message; the whole machine's "
-          f"{1000 * machine / sent:.2f} ms, {100 * machine / secs / (os.cpu_count() or 1):.0f} % of its cores)",
-          file=sys.stderr)
+    print(f"{'':10} (CPU per message: sender {1000 * cpu / sent:.2f} ms, database server {1000 * pg_cpu / sent:.2f}, "
+          f"sink {1000 * sink_cpu / sent:.2f}, the whole machine {1000 * machine / sent:.2f}; "
+          f"{100 * machine / secs / (os.cpu_count() or 1):.0f} % of its cores)", file=sys.stderr)
     return secs, rep.sent
+
+
+SINK_PID: int | None = None          # the sink's process (set by main)
+PG_SERVER = None                     # the PostgreSQL server being measured (set by main)
+
+
+def _pg_pids() -> list[int]:
+    return _server_pids(PG_SERVER) if PG_SERVER is not None else []
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) these processes have used so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _server_pids(server) -> list[int]:
+    """The PostgreSQL server's processes: its postmaster and every process it started."""
+    try:
+        root = int((server.dir / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    out = [root]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == root:
+                        out.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
 
 
 def _machine_busy() -> float:
@@ -399,6 +440,8 @@ def main() -> None:
     parent, child = mp.Pipe()
     sink = mp.get_context("spawn").Process(target=_sink, args=(child,), daemon=True)
     sink.start()
+    global SINK_PID, PG_SERVER
+    SINK_PID = sink.pid
     port = parent.recv()
     rows: list[Row] = []
     notes: list[str] = []
@@ -416,6 +459,7 @@ def main() -> None:
                 print(f"{dbs.name}: seeded {args.n} units/notices in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
                 if isinstance(dbs, PgDbs):
                     notes.append(f"PostgreSQL on loopback: {dbs.settings()}")
+                    PG_SERVER = dbs.server
                 if args.profile:
                     profile(pack, dbs, port, args.profile, args.top, args.profile_out)
                     continue

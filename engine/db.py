@@ -147,6 +147,42 @@ def _sqlite_pragmas(busy_ms: int):
     return on_connect
 
 
+# How long ``refresh_statistics`` waits for a table's lock (an autovacuum or another ANALYZE
+# holding it) before it leaves the statistics to PostgreSQL's own autovacuum.
+STATISTICS_LOCK_TIMEOUT_MS = 2000
+
+
+def refresh_statistics(session: Session, tables: Sequence[str], added: int) -> bool:
+    """PostgreSQL: ``ANALYZE`` ``tables`` now, in a transaction of its own, when ``added`` rows just
+    committed to the first of them are more than its autovacuum would let pass unnoticed (50 rows +
+    10 % of the rows the planner counts). Returns whether it did.
+
+    Why: autovacuum refreshes a table's statistics only at its next round (every minute), so a pass
+    that reads thousands of rows it has just written is planned for the table as it was: an outbox
+    the planner believes nearly empty is scanned whole for each small batch of digests read (the
+    delivery pass; benchmarks/README.md, stop 29). A lock held by an autovacuum or another ANALYZE
+    is waited for at most ``STATISTICS_LOCK_TIMEOUT_MS``; a table the user does not own is skipped by
+    PostgreSQL with a warning. No-op on SQLite (no statistics unless asked for; its planner
+    assumes indexes help)."""
+    if session.get_bind().dialect.name != "postgresql" or added <= 0 or not tables:
+        return False
+    conn = session.connection()
+    known = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                         {"t": tables[0]}).scalar()
+    if added <= 50 + 0.1 * max(float(known or 0), 0.0):
+        session.commit()
+        return False
+    quote = session.get_bind().dialect.identifier_preparer.quote
+    try:
+        conn.execute(text(f"SET LOCAL lock_timeout = {int(STATISTICS_LOCK_TIMEOUT_MS)}"))
+        conn.execute(text("ANALYZE " + ", ".join(quote(t) for t in tables)))
+        session.commit()
+    except sa_exc.OperationalError:            # lock_timeout: autovacuum will do it
+        session.rollback()
+        return False
+    return True
+
+
 def unindexed(column: ColumnElement) -> ColumnElement:
     """``column``'s value (NULL included) inside an expression no index serves: the same hint on
     SQLite and PostgreSQL, for a query where a planner without statistics would otherwise pick an

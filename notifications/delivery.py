@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from engine.async_commits import AsyncCommits
+from engine.db import refresh_statistics
 from engine.kpi.classify import STATUS_ORDER, STATUS_VI
 from engine.kpi.report import KpiItem, KpiSummary
 from engine.rules_loader import RulePack
@@ -647,6 +648,9 @@ async def assign_routes(p: Pass) -> None:
     """One digest per recipient and route, committed before anything is sent."""
     p.report.new_deliveries = outbox.assign(p.ses, p.ctx.pack, p.ctx.now, p.ctx.domain)
     p.ses.commit()
+    # The chunks read next join today's digests, their items and notices: planned for the tables
+    # as they are now, not as autovacuum last saw them (PostgreSQL; engine.db.refresh_statistics).
+    refresh_statistics(p.ses, outbox.OUTBOX_TABLES, p.report.new_deliveries)
     p.due = outbox.due_deliveries(p.ses, p.ctx.now)
 
 

@@ -168,10 +168,16 @@ class KpiFacts:
 Subject = Union[InstanceRow, KpiItem, KpiSummary, None]
 
 
-def _subjects_for(ses: Session, notices: list[NoticeRow], kpi: KpiFacts | None) -> dict[int, Subject]:
-    """notice id → what it is about: its instance, or for KPI notices the current KPI item/summary."""
+def _subjects_for(ses: Session, notices: list[NoticeRow], kpi: KpiFacts | None,
+                  instances: dict[int, InstanceRow | None] | None = None) -> dict[int, Subject]:
+    """notice id → what it is about: its instance, or for KPI notices the current KPI item/summary.
+    ``instances``: instance id → its row (None: gone), already read fresh with the notices; the
+    instances of other notices are read here."""
     kpi_notices = [n for n in notices if is_kpi(n)]
-    out: dict[int, Subject] = dict(_instances_for(ses, [n for n in notices if not is_kpi(n)]))
+    known = instances if instances is not None else {}
+    out: dict[int, Subject] = {n.id: known[n.instance_id] for n in notices
+                               if not is_kpi(n) and n.instance_id is not None and n.instance_id in known}
+    out.update(_instances_for(ses, [n for n in notices if not is_kpi(n) and n.id not in out]))
     if kpi_notices and kpi is not None:
         kpi.resolve(ses)
     for n in kpi_notices:
@@ -419,6 +425,11 @@ def assign(ses: Session, pack: RulePack, now: datetime, domain: str) -> int:
 # sending state
 
 
+# What a delivery pass reads together (load_chunk): the digests first (engine.db.refresh_statistics
+# counts the new ones against it).
+OUTBOX_TABLES = (DeliveryRow.__tablename__, DeliveryItemRow.__tablename__, NoticeRow.__tablename__)
+
+
 def due_deliveries(ses: Session, now: datetime) -> list[DeliveryRow]:
     q = (select(DeliveryRow).where(col(DeliveryRow.status).in_(OPEN_STATUSES))
          .where((col(DeliveryRow.next_attempt_at).is_(None)) | (col(DeliveryRow.next_attempt_at) <= now))
@@ -447,19 +458,25 @@ def load_chunk(ses: Session, deliveries: list[DeliveryRow], now: datetime,
     # digest and, e.g., a webhook's), the chunk's own live items among them.
     in_chunk = (select(DeliveryItemRow.notice_id)
                 .where(col(DeliveryItemRow.delivery_id).in_(ids), DeliveryItemRow.dropped == False))  # noqa: E712
-    every = ses.exec(select(DeliveryItemRow, NoticeRow, DeliveryRow)
+    # Each notice's instance comes with it (outer join: KPI notices have none), in the same
+    # statement: a second query per chunk was about a quarter of reading it (benchmarks/README.md).
+    every = ses.exec(select(DeliveryItemRow, NoticeRow, DeliveryRow, InstanceRow)
                      .join(NoticeRow, NoticeRow.id == DeliveryItemRow.notice_id)
                      .join(DeliveryRow, DeliveryRow.id == DeliveryItemRow.delivery_id)
+                     .outerjoin(InstanceRow, InstanceRow.id == NoticeRow.instance_id)
                      .where(col(DeliveryItemRow.notice_id).in_(in_chunk))
                      .order_by(NoticeRow.id, DeliveryItemRow.delivery_id).execution_options(**FRESH)).all()
     chunk_ids = set(ids)
     pairs: Pairs = defaultdict(list)
     rows: list[tuple[DeliveryItemRow, NoticeRow]] = []
-    for item, n, d in every:
+    instances: dict[int, InstanceRow | None] = {}
+    for item, n, d, i in every:
         pairs[n.id].append((item, d))
+        if n.instance_id is not None:
+            instances[n.instance_id] = i
         if item.delivery_id in chunk_ids and not item.dropped:
             rows.append((item, n))
-    inst = _subjects_for(ses, [n for _, n in rows], kpi)
+    inst = _subjects_for(ses, [n for _, n in rows], kpi, instances)
     live: dict[int, list[tuple[NoticeRow, Subject]]] = {i: [] for i in ids}
     moot, touched = [], set()
     for item, n in rows:

@@ -388,3 +388,89 @@ def test_postgresql_losing_the_commit_connection_stops_the_pass_and_the_next_pas
     assert {mid for mid, _ in rows} == set(received)                 # every digest arrived
     assert len(received) - n <= concurrency                          # re-sent: only those in flight
     assert rep.sent == len(received) - first
+
+
+def test_a_report_submitted_during_the_pass_stops_its_digest_in_a_later_chunk(tmp_path, db_url) -> None:
+    """Each chunk of digests reads its notices' instances afresh just before sending (load_chunk
+    joins them to the chunk's query): a report submitted while the first messages go out is not
+    chased by a digest of a later chunk, which is dropped with the reason instead."""
+    from engine.submissions import SubmissionIn, record_submission
+    from notifications.delivery import CHUNK
+
+    n = 3 * CHUNK
+    pack = _pack_with_notices(tmp_path, db_url, n)
+    late = f"u{n:04d}"                   # its digest is in the last chunk (digests go in id order)
+
+    class SubmittingAtFirst(RecordingHandler):
+        async def handle_DATA(self, server, session_, envelope):
+            reply = await super().handle_DATA(server, session_, envelope)
+            if self.count == 1:
+                with session(db_url) as s:
+                    record_submission(s, pack, SubmissionIn(obligation="nam", unit=late, period="2026",
+                                                            submitted_on=NOW.date()), NOW)
+            return reply
+
+    handler = SubmittingAtFirst()
+    ctl = EphemeralController(handler)
+    ctl.start()
+    try:
+        rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, 1), delivery=DeliveryConfig())
+    finally:
+        ctl.stop()
+    assert rep.sent == n - 1 and f"{late}@example.org" not in {r for m in handler.messages for r in m.rcpt_tos}
+    with session(db_url) as s:
+        status, error = s.exec(text("SELECT status, last_error FROM notices WHERE unit = :u"), params={"u": late}).one()
+    assert status == "dropped" and error.startswith("Đơn vị đã nộp báo cáo")
+
+
+def _reltuples(engine, table: str) -> float:
+    with engine.connect() as c:
+        return c.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}).scalar()
+
+
+def test_postgresql_plans_the_pass_for_the_digests_it_just_made(tmp_path, pg_server, monkeypatch) -> None:
+    """A pass that makes many digests refreshes PostgreSQL's statistics of the outbox before reading
+    them back in chunks (otherwise planned for an outbox believed empty: every chunk scanned it
+    whole); a pass that adds only a few leaves that to autovacuum; and a table lock held elsewhere
+    (an autovacuum, another ANALYZE) delays the pass by a bounded wait, never stops it."""
+    import time
+
+    import engine.db
+
+    db_url = pg_server.create_db("outbox_statistics")
+    n = 80                                         # > 50 + 10 % of an empty table
+    pack = _pack_with_notices(tmp_path, db_url, n)
+    admin = create_engine(db_url)
+    handler = RecordingHandler()
+    ctl = EphemeralController(handler)
+    ctl.start()
+    try:
+        assert _reltuples(admin, "deliveries") <= 0           # never analyzed: the planner's guess
+        rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, 2), delivery=DeliveryConfig())
+        assert rep.sent == n and _reltuples(admin, "deliveries") == n
+        assert _reltuples(admin, "delivery_items") == n and _reltuples(admin, "notices") == n
+
+        with session(db_url) as s:                 # a few more digests: not worth an ANALYZE
+            for i in range(1, 6):
+                add_notice(s, instance(s, "nam", f"u{i:04d}", "2026"), "remind-2")
+            s.commit()
+        rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, 2), delivery=DeliveryConfig())
+        assert rep.sent == 5 and _reltuples(admin, "deliveries") == n
+
+        with session(db_url) as s:                 # many more, while the table's lock is taken
+            for i in range(1, n + 1):
+                add_notice(s, instance(s, "nam", f"u{i:04d}", "2026"), "remind-1")
+            s.commit()
+        monkeypatch.setattr(engine.db, "STATISTICS_LOCK_TIMEOUT_MS", 300)
+        with admin.connect() as holder:
+            holder.execute(text("LOCK TABLE deliveries IN SHARE UPDATE EXCLUSIVE MODE"))
+            t0 = time.monotonic()
+            rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, 2), delivery=DeliveryConfig())
+            waited = time.monotonic() - t0
+            holder.rollback()
+        assert rep.sent == n and waited < 30
+        assert _reltuples(admin, "deliveries") == n            # left to autovacuum
+    finally:
+        ctl.stop()
+        admin.dispose()
+    assert len(handler.messages) == 2 * n + 5
