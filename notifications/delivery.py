@@ -60,8 +60,10 @@ log = logging.getLogger("dondoc.notify")
 
 # Digests read (and checked for moot notices) together, just before they are sent: a submission
 # recorded while this many messages go out may still see its reminder sent (a fraction of a
-# second). Small, because replies on other connections wait while a batch is read.
-CHUNK = 16
+# second). Each batch stops every connection for its round trips (the commits drained, the read,
+# the links' rows), and a longer read stops them longer: on PostgreSQL 32 sent faster than 16 and
+# 64 (benchmarks/README.md, stop 29).
+CHUNK = 32
 
 # On PostgreSQL, commit marks and outcomes on a connection of their own awaited on the event loop
 # (engine/async_commits.py); False: on the pass's session, blocking (SQLite always does; the
