@@ -177,8 +177,10 @@ def refresh_statistics(session: Session, tables: Sequence[str], added: int) -> b
         conn.execute(text(f"SET LOCAL lock_timeout = {int(STATISTICS_LOCK_TIMEOUT_MS)}"))
         conn.execute(text("ANALYZE " + ", ".join(quote(t) for t in tables)))
         session.commit()
-    except sa_exc.OperationalError:            # lock_timeout: autovacuum will do it
-        session.rollback()
+    except sa_exc.OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":     # only lock_not_available is expected
+            raise
+        session.rollback()                     # the lock stayed taken: autovacuum will do it
         return False
     return True
 
