@@ -269,11 +269,11 @@ def full_pass(pack, url: str, port: int, concurrency: int, reuse: bool) -> tuple
 
     eng = get_engine(url)                        # migrations checked outside the timed part
     t0, c0, m0 = time.perf_counter(), time.process_time(), _machine_busy()
-    s0, p0 = _cpu_of([SINK_PID] if SINK_PID else []), _cpu_of(_pg_pids())
+    s0, p0 = _cpu_of(_sink_pids()), _cpu_of(_pg_pids())
     rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(),
                   reuse_connections=reuse, links=links())
     secs, cpu, machine = time.perf_counter() - t0, time.process_time() - c0, _machine_busy() - m0
-    sink_cpu, pg_cpu = _cpu_of([SINK_PID] if SINK_PID else []) - s0, _cpu_of(_pg_pids()) - p0
+    sink_cpu, pg_cpu = _cpu_of(_sink_pids()) - s0, _cpu_of(_pg_pids()) - p0
     eng.dispose()
     # the sender's own CPU per message (the sink is another process): steadier than messages/s
     # when other work shares the cores; the database server's and the sink's (what the machine gives
@@ -289,21 +289,26 @@ SINK_PID: int | None = None          # the sink's process (set by main)
 PG_SERVER = None                     # the PostgreSQL server being measured (set by main)
 
 
+def _sink_pids() -> list[int]:
+    return [SINK_PID] if SINK_PID else []
+
+
 def _pg_pids() -> list[int]:
     return _server_pids(PG_SERVER) if PG_SERVER is not None else []
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, …), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _cpu_of(pids: list[int]) -> float:
     """CPU seconds (user + system) these processes have used so far (Linux /proc; 0 elsewhere)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK") for pid in pids if (f := _stat(pid)))
 
 
 def _server_pids(server) -> list[int]:
@@ -312,16 +317,8 @@ def _server_pids(server) -> list[int]:
         root = int((server.dir / "data" / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return []
-    out = [root]
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == root:
-                        out.append(int(name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
+    return [root] + [int(name) for name in os.listdir("/proc")
+                     if name.isdigit() and (f := _stat(name)) and f[1] == str(root)]
 
 
 def _machine_busy() -> float:

@@ -169,15 +169,14 @@ Subject = Union[InstanceRow, KpiItem, KpiSummary, None]
 
 
 def _subjects_for(ses: Session, notices: list[NoticeRow], kpi: KpiFacts | None,
-                  instances: dict[int, InstanceRow | None] | None = None) -> dict[int, Subject]:
+                  instances: dict[int, InstanceRow | None]) -> dict[int, Subject]:
     """notice id → what it is about: its instance, or for KPI notices the current KPI item/summary.
-    ``instances``: instance id → its row (None: gone), already read fresh with the notices; the
-    instances of other notices are read here."""
+    ``instances``: instance id → its row (None: gone), read fresh with the notices; older notices
+    without an instance id find theirs here."""
     kpi_notices = [n for n in notices if is_kpi(n)]
-    known = instances if instances is not None else {}
-    out: dict[int, Subject] = {n.id: known[n.instance_id] for n in notices
-                               if not is_kpi(n) and n.instance_id is not None and n.instance_id in known}
-    out.update(_instances_for(ses, [n for n in notices if not is_kpi(n) and n.id not in out]))
+    out: dict[int, Subject] = {n.id: instances[n.instance_id] for n in notices
+                               if not is_kpi(n) and n.instance_id is not None}
+    out.update(_instances_for(ses, [n for n in notices if not is_kpi(n) and n.instance_id is None]))
     if kpi_notices and kpi is not None:
         kpi.resolve(ses)
     for n in kpi_notices:
