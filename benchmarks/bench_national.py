@@ -73,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tests.pgserver import PgServer, find_bin  # noqa: E402
+from bench_smtp import _cpu_of, _machine_busy, _server_pids  # noqa: E402  (CPU per message, /proc)
 
 NOW_TEXT = "2026-12-02T09:00"
 TRACKING_START = "2026-01-01"
@@ -616,9 +617,12 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
                     if grab:
                         sink.ask("keep")
                     before = sink.ask("count")
+                    cpu0 = (time.process_time(), _cpu_of(_server_pids(pg)), _cpu_of([sink.proc.pid]), _machine_busy())
                     t0 = time.perf_counter()
                     rep = services.deliver(eng, pack, now, st, links=link_maker(st))
                     secs = time.perf_counter() - t0
+                    cpu = [b - a for a, b in zip(cpu0, (time.process_time(), _cpu_of(_server_pids(pg)),
+                                                        _cpu_of([sink.proc.pid]), _machine_busy()))]
                     got = sink.ask("count") - before
                     if grab:
                         messages = sink.ask("take")
@@ -628,7 +632,10 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
                     sent_n = rep.sent
                     rates[conns].append(rep.sent / secs)
                     print(f"(delivery run {r + 1}, {conns} connection(s): {rep.sent:,} digests in {secs:.1f} s = "
-                          f"{rep.sent / secs:.0f}/s; {rep.new_deliveries:,} new, {rep.dropped_notices:,} notices moot)",
+                          f"{rep.sent / secs:.0f}/s; {rep.new_deliveries:,} new, {rep.dropped_notices:,} notices moot; "
+                          f"CPU per digest: sender {1000 * cpu[0] / rep.sent:.2f} ms, database server "
+                          f"{1000 * cpu[1] / rep.sent:.2f}, sink {1000 * cpu[2] / rep.sent:.2f}, the whole machine "
+                          f"{1000 * cpu[3] / rep.sent:.2f}, {100 * cpu[3] / secs / (os.cpu_count() or 1):.0f} % of its cores)",
                           file=sys.stderr)
                     if r == 0 and conns == 4:
                         web_db = name                     # the console looks at a database after a pass
