@@ -343,6 +343,46 @@ def test_a_failed_link_rolls_back_only_its_own_row_even_with_other_digests_prepa
     assert rows == set(made)                       # the failed ones' rows were rolled back, no others
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_every_link_that_reaches_the_server_opens_its_units_page(tmp_path, db_url, concurrency) -> None:
+    """The real link maker (a chunk's links made together, inserted by one statement): each URL in
+    a message the server accepts resolves, through a database connection of the server's own, to a
+    committed link of that unit covering its report, whatever connection sends it and whenever."""
+    from sqlmodel import Session
+
+    from engine.app.config import Settings, WebConfig
+    from engine.app.confirmations import LinkFailure, link_maker, resolve_in
+
+    n = 70                                        # more than two chunks
+    pack = _pack_with_notices(tmp_path, db_url, n)
+    settings = Settings(web=WebConfig(secret="test-secret", public_url="https://dondoc.test"))
+    url = re.compile(r"https://dondoc\.test/xn/([A-Za-z0-9_.\-]+)")
+
+    def link_resolves(engine, received) -> str | None:
+        m = url.search(_plain_text(received))
+        if m is None:
+            return f"{received.message_id}: no link"
+        with Session(engine) as ses:
+            try:
+                link = resolve_in(ses, settings, m.group(1), NOW)
+            except LinkFailure as exc:
+                return f"{received.message_id}: link {exc.args[0]}: its row is not committed"
+        unit = received.rcpt_tos[0].split("@")[0]
+        return None if link.unit == unit and link.instance_ids else f"{received.message_id}: {link} is not {unit}'s"
+
+    handler = WatchingHandler(db_url, concurrency, check_data=link_resolves)
+    ctl = EphemeralController(handler)
+    ctl.start()
+    try:
+        rep = deliver(db_url, pack, NOW, smtp=_smtp(ctl.port, concurrency), delivery=DeliveryConfig(),
+                      links=link_maker(settings))
+    finally:
+        ctl.stop()
+        handler.engine.dispose()
+    assert rep.sent == n and handler.count == n
+    assert handler.problems == []
+
+
 def test_postgresql_losing_the_commit_connection_stops_the_pass_and_the_next_pass_sends_the_rest(
         tmp_path, pg_server) -> None:
     """The outcomes' connection (engine/async_commits.py) is cut by the server mid-pass: the pass
