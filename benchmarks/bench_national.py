@@ -750,6 +750,7 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
     print("| step | figure | target | met? |")
     print("|---|---|---|---|")
     for step, fig, target, met in rows:
+        fig = fig.replace("; )", ")").replace(" ()", "")      # one run: no range to show
         print(f"| {step} | {fig} | {target} | {met} |")
     for text in profiles:
         print(text)
