@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tests.pgserver import PgServer, find_bin  # noqa: E402
-from bench_smtp import _cpu_of, _machine_busy, _server_pids  # noqa: E402  (CPU per message, /proc)
+from bench_smtp import cpu_now, cpu_per_message  # noqa: E402
 
 NOW_TEXT = "2026-12-02T09:00"
 TRACKING_START = "2026-01-01"
@@ -432,7 +432,7 @@ def median(xs: list[float]) -> float:
 
 
 def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
-    return (fmt + " – " + fmt).format(min(xs), max(xs)) if len(xs) > 1 else ""
+    return (fmt + " – " + fmt).format(min(xs), max(xs)) if len(xs) > 1 else "1 run"
 
 
 def machine() -> dict[str, str]:
@@ -617,12 +617,11 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
                     if grab:
                         sink.ask("keep")
                     before = sink.ask("count")
-                    cpu0 = (time.process_time(), _cpu_of(_server_pids(pg)), _cpu_of([sink.proc.pid]), _machine_busy())
+                    cpu0 = cpu_now(pg, [sink.proc.pid])
                     t0 = time.perf_counter()
                     rep = services.deliver(eng, pack, now, st, links=link_maker(st))
                     secs = time.perf_counter() - t0
-                    cpu = [b - a for a, b in zip(cpu0, (time.process_time(), _cpu_of(_server_pids(pg)),
-                                                        _cpu_of([sink.proc.pid]), _machine_busy()))]
+                    cpu = cpu_per_message(cpu0, cpu_now(pg, [sink.proc.pid]), rep.sent, secs)
                     got = sink.ask("count") - before
                     if grab:
                         messages = sink.ask("take")
@@ -633,10 +632,7 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
                     rates[conns].append(rep.sent / secs)
                     print(f"(delivery run {r + 1}, {conns} connection(s): {rep.sent:,} digests in {secs:.1f} s = "
                           f"{rep.sent / secs:.0f}/s; {rep.new_deliveries:,} new, {rep.dropped_notices:,} notices moot; "
-                          f"CPU per digest: sender {1000 * cpu[0] / rep.sent:.2f} ms, database server "
-                          f"{1000 * cpu[1] / rep.sent:.2f}, sink {1000 * cpu[2] / rep.sent:.2f}, the whole machine "
-                          f"{1000 * cpu[3] / rep.sent:.2f}, {100 * cpu[3] / secs / (os.cpu_count() or 1):.0f} % of its cores)",
-                          file=sys.stderr)
+                          f"CPU per digest: {cpu})", file=sys.stderr)
                     if r == 0 and conns == 4:
                         web_db = name                     # the console looks at a database after a pass
                     else:
@@ -750,7 +746,6 @@ def main() -> None:  # noqa: C901 - one benchmark, step by step
     print("| step | figure | target | met? |")
     print("|---|---|---|---|")
     for step, fig, target, met in rows:
-        fig = fig.replace("; )", ")").replace(" ()", "")      # one run: no range to show
         print(f"| {step} | {fig} | {target} | {met} |")
     for text in profiles:
         print(text)

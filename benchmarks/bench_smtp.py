@@ -268,20 +268,13 @@ def full_pass(pack, url: str, port: int, concurrency: int, reuse: bool) -> tuple
     from notifications.delivery import deliver
 
     eng = get_engine(url)                        # migrations checked outside the timed part
-    t0, c0, m0 = time.perf_counter(), time.process_time(), _machine_busy()
-    s0, p0 = _cpu_of(_sink_pids()), _cpu_of(_pg_pids())
+    t0, before = time.perf_counter(), cpu_now(PG_SERVER, _sink_pids())
     rep = deliver(eng, pack, NOW, smtp=smtp_cfg(port, concurrency), delivery=DeliveryConfig(),
                   reuse_connections=reuse, links=links())
-    secs, cpu, machine = time.perf_counter() - t0, time.process_time() - c0, _machine_busy() - m0
-    sink_cpu, pg_cpu = _cpu_of(_sink_pids()) - s0, _cpu_of(_pg_pids()) - p0
+    secs = time.perf_counter() - t0
+    cpu = cpu_per_message(before, cpu_now(PG_SERVER, _sink_pids()), rep.sent, secs)
     eng.dispose()
-    # the sender's own CPU per message (the sink is another process): steadier than messages/s
-    # when other work shares the cores; the database server's and the sink's (what the machine gives
-    # them whatever the sender does); and every process's: what the cores had to give per message
-    sent = max(rep.sent, 1)
-    print(f"{'':10} (CPU per message: sender {1000 * cpu / sent:.2f} ms, database server {1000 * pg_cpu / sent:.2f}, "
-          f"sink {1000 * sink_cpu / sent:.2f}, the whole machine {1000 * machine / sent:.2f}; "
-          f"{100 * machine / secs / (os.cpu_count() or 1):.0f} % of its cores)", file=sys.stderr)
+    print(f"{'':10} (CPU per message: {cpu})", file=sys.stderr)
     return secs, rep.sent
 
 
@@ -289,12 +282,25 @@ SINK_PID: int | None = None          # the sink's process (set by main)
 PG_SERVER = None                     # the PostgreSQL server being measured (set by main)
 
 
+def cpu_now(server, sink_pids: list[int]) -> tuple[float, float, float, float]:
+    """CPU seconds used so far by this process (the sender), the PostgreSQL server (None: none),
+    the sink and every process of the machine."""
+    return (time.process_time(), _cpu_of(_server_pids(server)) if server is not None else 0.0, _cpu_of(sink_pids),
+            _machine_busy())
+
+
+def cpu_per_message(before: tuple[float, ...], after: tuple[float, ...], sent: int, secs: float) -> str:
+    """The sender's own CPU per message (the sink is another process): steadier than messages/s
+    when other work shares the cores; the database server's and the sink's (what the machine gives
+    them whatever the sender does); and every process's: what the cores had to give per message."""
+    sender, db, sink, machine = (1000 * (b - a) / max(sent, 1) for a, b in zip(before, after))
+    busy = 100 * (after[3] - before[3]) / secs / (os.cpu_count() or 1)
+    return (f"sender {sender:.2f} ms, database server {db:.2f}, sink {sink:.2f}, the whole machine {machine:.2f}; "
+            f"{busy:.0f} % of its cores")
+
+
 def _sink_pids() -> list[int]:
     return [SINK_PID] if SINK_PID else []
-
-
-def _pg_pids() -> list[int]:
-    return _server_pids(PG_SERVER) if PG_SERVER is not None else []
 
 
 def _stat(pid: int | str) -> list[str] | None:

@@ -345,7 +345,7 @@ def test_a_failed_link_rolls_back_only_its_own_row_even_with_other_digests_prepa
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_every_link_that_reaches_the_server_opens_its_units_page(tmp_path, db_url, concurrency) -> None:
-    """The real link maker (a chunk's links made together, inserted by one statement): each URL in
+    """The real link maker (a chunk's links made together, before any of them is sent): each URL in
     a message the server accepts resolves, through a database connection of the server's own, to a
     committed link of that unit covering its report, whatever connection sends it and whenever."""
     from sqlmodel import Session
